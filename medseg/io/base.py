@@ -94,8 +94,8 @@ def register(rw: ReaderWriter) -> ReaderWriter:
 
 
 def _ensure_builtins() -> None:
-    if not _REGISTRY:
-        from medseg.io import image2d  # noqa: F401  (registers itself)
+    # Imports are cached, so this is cheap; each module registers itself once.
+    from medseg.io import image2d, volume  # noqa: F401
 
 
 def file_suffix(path: str | Path) -> str:
@@ -127,6 +127,10 @@ def reader_for(path: str | Path) -> ReaderWriter:
 
 def read_image(path: str | Path) -> ImageData:
     path = Path(path)
+    if path.is_dir():  # a folder is read as one DICOM series
+        from medseg.io.dicom import read_dicom_series
+
+        return read_dicom_series(path)
     if not path.is_file():
         raise DataError("file not found", path=path)
     return reader_for(path).read(path)

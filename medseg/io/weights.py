@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -39,7 +39,7 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise RunFolderError("weights file not found", path=path)
     try:
         return load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise RunFolderError(f"cannot read weights ({e})", path=path, hint="the file is truncated or corrupt") from None
 
 

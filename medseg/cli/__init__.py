@@ -1,0 +1,1 @@
+"""The ``medseg`` command: one subcommand per stage."""

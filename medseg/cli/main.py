@@ -1,0 +1,73 @@
+"""Entry point of the ``medseg`` command.
+
+Errors that medseg knows (bad input, bad options, incompatible run folders) are
+printed as a message with the file and the fix, and exit with status 2; no
+traceback reaches the user. ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from medseg.errors import MedsegError
+
+console = Console(stderr=True)
+app = typer.Typer(
+    name="medseg",
+    help="Deep-learning segmentation of medical images: train, evaluate and predict from a folder of scans and masks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _global(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Show warnings and errors only."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("medseg").setLevel(level)
+    _state["debug"] = debug
+
+
+def _register() -> None:
+    from medseg.cli import data_cmds, demo_cmd, eval_cmd, models_cmd, predict_cmd, train_cmd
+
+    app.command("synth")(data_cmds.synth)
+    app.command("show")(data_cmds.show)
+    app.command("train")(train_cmd.train)
+    app.command("evaluate")(eval_cmd.evaluate)
+    app.command("predict")(predict_cmd.predict)
+    app.command("models")(models_cmd.models)
+    app.command("demo")(demo_cmd.demo)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv)
+    except MedsegError as e:
+        if _state["debug"]:
+            raise
+        where = f"{e.path}: " if e.path else ""
+        console.print(f"[bold red]error:[/] {where}{e.message}", markup=True, highlight=False, soft_wrap=True)
+        if e.hint:
+            console.print(f"[yellow]fix:[/] {e.hint}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Datasets: finding cases, decoding masks, splitting, preprocessing, sampling, augmentation, the phantom."""

@@ -1,0 +1,160 @@
+"""Loading a 2D dataset: cases → label scheme → preprocessed arrays in memory.
+
+:func:`prepare_dataset` finds the cases, works out how the masks encode classes
+and how many input channels to use; :func:`load_sample` reads one case, checks
+that its image and masks agree in size, and preprocesses both.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medseg.data.discovery import Case2D, discover_cases
+from medseg.data.labels import LabelScheme, detect_scheme, load_labels_json, parse_label_colors, read_mask
+from medseg.data.preprocess2d import Preprocess2D
+from medseg.errors import DataError
+from medseg.io import read_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataOptions2D:
+    """Where the data is and how to read it (all optional: the defaults detect).
+
+    Attributes:
+        images, masks, fov: subfolders (relative to the data folder, or absolute).
+        pair_pattern: regex whose group ``key`` (or group 1) pairs images with masks.
+        group_pattern: regex whose group ``group`` (or group 1) is the patient id.
+        groups_csv: CSV ``file,group`` giving the patient of each image.
+        label_colors: ``"name=r,g,b;..."`` or the path of a labels.json; the data
+            folder's own ``labels.json`` is used when present.
+        num_classes: expected classes (background included); more in the masks is an error.
+    """
+
+    images: str | None = None
+    masks: str | None = None
+    fov: str | None = None
+    pair_pattern: str | None = None
+    group_pattern: str | None = None
+    groups_csv: str | None = None
+    label_colors: str | None = None
+    num_classes: int | None = None
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Sample2D:
+    key: str
+    image: np.ndarray                  # (C, h, w) float32, preprocessed
+    label: np.ndarray | None           # (h, w) uint8 at network size
+    original_size: tuple[int, int]     # (H, W) of the file
+    fov: np.ndarray | None = None      # (H, W) bool at the original size
+    raw_label: np.ndarray | None = None  # (H, W) uint8 at the original size
+
+
+@dataclass
+class Dataset2D:
+    root: Path
+    cases: list[Case2D]
+    scheme: LabelScheme
+    channels: int
+    display_colors: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+def _declared_colors(root: Path, spec: str | None) -> dict | None:
+    if spec:
+        p = Path(spec)
+        return load_labels_json(p) if p.suffix.lower() == ".json" and p.exists() else parse_label_colors(spec)
+    if (root / "labels.json").is_file():
+        log.info("using %s for class names and colours", root / "labels.json")
+        return load_labels_json(root / "labels.json")
+    return None
+
+
+def resolve_scheme(root: Path, cases: list[Case2D], spec: str | None, num_classes: int | None) -> tuple[LabelScheme, list]:
+    """The label scheme of the masks, plus display colours for each class.
+
+    Declared colours (``--label-colors``, or ``labels.json`` beside the data)
+    decode colour masks; for index/binary masks they only name and colour the classes.
+    """
+    mask_files = [m for c in cases for m in c.masks]
+    declared = _declared_colors(root, spec)
+    if declared and spec:
+        scheme = detect_scheme(mask_files, label_colors=declared, num_classes=num_classes)
+    else:
+        scheme = detect_scheme(mask_files, num_classes=num_classes)
+        if declared and scheme.kind == "color":
+            scheme = detect_scheme(mask_files, label_colors=declared, num_classes=num_classes)
+        elif declared and len(declared) == scheme.num_classes:
+            scheme.names = list(declared)
+    colors = [tuple(c) for c in declared.values()] if declared and len(declared) == scheme.num_classes else scheme.colors()
+    return scheme, colors
+
+
+def probe_channels(paths: list[Path]) -> int:
+    """3 when any image is colour, else 1 (reads file headers only)."""
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                if im.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+                    if im.mode == "P":
+                        rgb = np.asarray(im.convert("RGB"))
+                        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
+                            return 3
+                        continue
+                    return 3
+        except OSError:
+            continue  # unreadable files are reported when loaded
+    return 1
+
+
+def prepare_dataset(root: str | Path, opts: DataOptions2D, require_masks: bool = True) -> Dataset2D:
+    root = Path(root)
+    cases = discover_cases(
+        root, images=opts.images, masks=opts.masks, fov=opts.fov, pair_pattern=opts.pair_pattern,
+        group_pattern=opts.group_pattern, groups_csv=opts.groups_csv, require_masks=require_masks,
+    )
+    scheme, colors = resolve_scheme(root, cases, opts.label_colors, opts.num_classes)
+    channels = probe_channels([c.image for c in cases])
+    return Dataset2D(root, cases, scheme, channels, colors)
+
+
+def read_fov(path: Path, size: tuple[int, int]) -> np.ndarray:
+    arr = read_image(path).array
+    fov = arr[: 3 if arr.shape[0] >= 3 else 1].max(0) > 0
+    if fov.shape != tuple(size):
+        raise DataError(f"field-of-view mask is {fov.shape[1]}x{fov.shape[0]} but its image is {size[1]}x{size[0]}", path=path)
+    return fov
+
+
+def load_sample(case: Case2D, pre: Preprocess2D, scheme: LabelScheme | None, with_raw: bool = False) -> Sample2D:
+    """Read, check and preprocess one case. ``scheme=None`` reads the image only."""
+    img = read_image(case.image)
+    size = img.spatial_shape
+    label = raw = None
+    if scheme is not None and case.masks:
+        raw = read_mask(case.masks, scheme)
+        if raw.shape != size:
+            raise DataError(
+                f"mask is {raw.shape[1]}x{raw.shape[0]} but its image {case.image.name} is {size[1]}x{size[0]}",
+                path=case.masks[0],
+                hint="a mask must have exactly its image's size; check that they are paired correctly (--pair-pattern)",
+            )
+        label = pre.mask(raw)
+    fov = read_fov(case.fov, size) if case.fov is not None else None
+    return Sample2D(case.key, pre.image(img.array), label, size, fov, raw if with_raw else None)
+
+
+def save_labels_json(path: Path, scheme: LabelScheme, colors: list) -> None:
+    from medseg.io.atomic import write_json
+
+    write_json(path, {"labels": {str(i): {"name": n, "color": list(c)} for i, (n, c) in enumerate(zip(scheme.names, colors))}})
+

@@ -1,0 +1,536 @@
+"""3D dataset layouts: find the cases (image channels + label) of a dataset folder.
+
+Three layouts are recognised, in this order:
+
+1. **Medical Segmentation Decathlon** (``dataset.json`` with a ``"training"`` list
+   of ``{"image", "label"}``, ``"labels"`` value->name, ``"modality"``). A
+   multi-modal MSD image is one 4D file whose 4th axis holds the channels. The
+   nnU-Net v1 variant (listed ``X.nii.gz`` stored as ``X_0000.nii.gz`` ...) is
+   accepted too.
+2. **nnU-Net v2 raw** (``dataset.json`` with ``"channel_names"``, ``"labels"``
+   name->value, ``"file_ending"``; ``imagesTr/CASE_0000<ending>`` one file per
+   channel, ``labelsTr/CASE<ending>``; an explicit ``"dataset"`` mapping is
+   honoured).
+3. **Plain folders** without ``dataset.json``: ``images/`` (or ``imagesTr/``) and
+   ``labels/`` (or ``labelsTr/``), matched by name after stripping the format
+   ending (``.nii.gz`` counts as one). Entries may be volume files or DICOM series
+   folders. If every image name ends in ``_0000``-style channel numbers (and
+   no label carries the same name), files are grouped into channels as in nnU-Net.
+
+Hidden files (``.DS_Store``, macOS ``._*`` copies) are ignored everywhere.
+``dataset_info["labels"]`` is always ``{value (int): name}``; it is ``None`` for
+plain folders (then only "integer and >= 0" is checked).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medseg.errors import DataError
+from medseg.io.base import Geometry, ImageData, file_suffix
+from medseg.io.volume import VOLUME_SUFFIXES, check_finite, read_volume
+
+logger = logging.getLogger(__name__)
+
+GRID_TOLERANCE = 1e-3
+_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass(frozen=True)
+class VolumeCase:
+    """One case: its image file(s) (one per channel, or one DICOM folder per channel) and label.
+
+    ``label_values`` are the label values the dataset declares (``None``: not
+    declared); ``num_channels`` the channel count the dataset declares (a single
+    4D image file then holds the channels in its 4th axis).
+    """
+
+    key: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+    label_values: tuple[int, ...] | None = None
+    num_channels: int | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _strip_suffix(name: str) -> str:
+    suffix = file_suffix(name)
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
+def _visible(p: Path) -> bool:
+    return not p.name.startswith(".")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read: {e}", path=path) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e}", path=path, hint="fix the syntax (a trailing comma?)") from None
+    if not isinstance(data, dict):
+        raise DataError("expected a JSON object at the top level", path=path)
+    return data
+
+
+def _resolve(root: Path, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else root / p
+
+
+def _check_unique(cases: list[VolumeCase], where: Path) -> None:
+    seen: dict[str, VolumeCase] = {}
+    for c in cases:
+        if c.key in seen:
+            raise DataError(
+                f"two cases share the name '{c.key}': {seen[c.key].images[0].name} and {c.images[0].name}",
+                path=c.images[0],
+                hint="rename or remove one of them (the same name with two formats?)",
+            )
+        seen[c.key] = c
+
+
+def _labels_msd(raw, path: Path) -> dict[int, str] | None:
+    if raw is None:
+        return None
+    try:
+        return {int(k): str(v) for k, v in raw.items()}
+    except (AttributeError, ValueError, TypeError):
+        raise DataError(
+            '"labels" must map label values to names, e.g. {"0": "background", "1": "liver"}', path=path
+        ) from None
+
+
+def _labels_nnunet(raw, path: Path) -> dict[int, str] | None:
+    if raw is None:
+        return None
+    out: dict[int, str] = {}
+    if not isinstance(raw, dict):
+        raise DataError('"labels" must map names to values, e.g. {"background": 0, "liver": 1}', path=path)
+    for name, value in raw.items():
+        if isinstance(value, (list, tuple)):
+            raise DataError(
+                f'label "{name}" is a region (a list of values): region-based training is not supported',
+                path=path,
+                hint="give each label a single integer value",
+            )
+        try:
+            out[int(value)] = str(name)
+        except (ValueError, TypeError):
+            raise DataError(f'label "{name}" has a non-integer value {value!r}', path=path) from None
+    return out
+
+
+def _channel_names(raw, path: Path) -> list[str]:
+    if not raw:
+        return []
+    try:
+        return [str(raw[k]) for k in sorted(raw, key=int)]
+    except (ValueError, TypeError):
+        raise DataError('channel keys must be "0", "1", ...', path=path) from None
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def discover_volume_cases(root: str | Path, *, require_labels: bool = True) -> tuple[list[VolumeCase], dict]:
+    """Find the cases of a 3D dataset folder; return ``(cases, dataset_info)``.
+
+    ``dataset_info`` has ``layout`` ("msd", "nnunet", "folders"), ``root``,
+    ``name``, ``labels`` (``{int: name}`` or ``None``), ``channel_names``,
+    ``num_channels``, ``modality`` (the raw channel dict from ``dataset.json``)
+    and ``file_ending``. Cases are sorted by key. Raises :class:`DataError`
+    naming the file for: a label without an image, an image without a label (when
+    ``require_labels``), a missing channel file, or an empty folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("dataset folder not found", path=root)
+    js = root / "dataset.json"
+    if js.is_file():
+        meta = _read_json(js)
+        if isinstance(meta.get("training"), list):
+            cases, info = _discover_msd(root, meta, js, require_labels)
+        elif "channel_names" in meta or "file_ending" in meta:
+            cases, info = _discover_nnunet(root, meta, js, require_labels)
+        else:
+            raise DataError(
+                'dataset.json is neither Decathlon (a "training" list) nor nnU-Net v2 ("channel_names")',
+                path=js,
+                hint="see the dataset-layout section of the README",
+            )
+    else:
+        cases, info = _discover_folders(root, require_labels)
+    if not cases:
+        raise DataError("no cases found", path=root, hint="check the dataset layout (images and labels folders)")
+    _check_unique(cases, root)
+    cases.sort(key=lambda c: c.key)
+    logger.info("%s: %d cases (%s layout, %d channel(s))", root, len(cases), info["layout"], info["num_channels"])
+    return cases, info
+
+
+def _discover_msd(root: Path, meta: dict, js: Path, require_labels: bool) -> tuple[list[VolumeCase], dict]:
+    labels = _labels_msd(meta.get("labels"), js)
+    modality = meta.get("modality") or {}
+    names = _channel_names(modality, js) or ["0"]
+    n_ch = len(names)
+    values = tuple(sorted(labels)) if labels is not None else None
+    cases = []
+    if not meta["training"]:
+        raise DataError('the "training" list is empty', path=js)
+    for i, entry in enumerate(meta["training"]):
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise DataError(f'training entry {i} has no "image"', path=js)
+        image = _resolve(root, entry["image"])
+        key = _strip_suffix(image.name)
+        if image.exists():
+            images = (image,)
+        else:  # nnU-Net v1: the listed name, stored with _0000, _0001, ... channel suffixes
+            ending = file_suffix(image.name)
+            first = image.with_name(f"{key}_0000{ending}")
+            if not first.exists():
+                label_note = f" (its label {entry['label']} is listed)" if entry.get("label") else ""
+                raise DataError(f"image listed in dataset.json not found{label_note}", path=image)
+            images = tuple(image.with_name(f"{key}_{c:04d}{ending}") for c in range(n_ch))
+            for p in images:
+                if not p.exists():
+                    raise DataError(f"missing channel file of case '{key}'", path=p)
+        label = None
+        if entry.get("label"):
+            label = _resolve(root, entry["label"])
+            if not label.exists():
+                if require_labels:
+                    raise DataError(f"label listed in dataset.json for case '{key}' not found", path=label)
+                label = None
+        elif require_labels:
+            raise DataError(f'training entry for case \'{key}\' has no "label"', path=js)
+        cases.append(VolumeCase(key, images, label, values, n_ch))
+    n_declared = meta.get("numTraining")
+    if isinstance(n_declared, int) and n_declared != len(cases):
+        logger.warning("%s: numTraining is %d but %d cases are listed", js, n_declared, len(cases))
+    info = {
+        "layout": "msd",
+        "root": str(root),
+        "name": meta.get("name", root.name),
+        "labels": labels,
+        "channel_names": names,
+        "num_channels": n_ch,
+        "modality": modality,
+        "file_ending": file_suffix(cases[0].images[0].name) if cases else None,
+    }
+    return cases, info
+
+
+def _discover_nnunet(root: Path, meta: dict, js: Path, require_labels: bool) -> tuple[list[VolumeCase], dict]:
+    labels = _labels_nnunet(meta.get("labels"), js)
+    channels = meta.get("channel_names") or meta.get("modality") or {}
+    names = _channel_names(channels, js) or ["0"]
+    n_ch = len(names)
+    ending = meta.get("file_ending", ".nii.gz")
+    values = tuple(sorted(labels)) if labels is not None else None
+    info = {
+        "layout": "nnunet",
+        "root": str(root),
+        "name": meta.get("name", root.name),
+        "labels": labels,
+        "channel_names": names,
+        "num_channels": n_ch,
+        "modality": channels,
+        "file_ending": ending,
+    }
+    if isinstance(meta.get("dataset"), dict):  # explicit file lists
+        cases = []
+        for key, entry in meta["dataset"].items():
+            images = tuple(_resolve(root, p) for p in entry.get("images", []))
+            if len(images) != n_ch:
+                raise DataError(f"case '{key}' lists {len(images)} image(s) for {n_ch} channel(s)", path=js)
+            for p in images:
+                if not p.exists():
+                    raise DataError(f"missing channel file of case '{key}'", path=p)
+            label = _resolve(root, entry["label"]) if entry.get("label") else None
+            if label is not None and not label.exists():
+                if require_labels:
+                    raise DataError(f"label of case '{key}' not found", path=label)
+                label = None
+            if label is None and require_labels:
+                raise DataError(f"case '{key}' has no label", path=js)
+            cases.append(VolumeCase(str(key), images, label, values, n_ch))
+        return cases, info
+
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    if not images_dir.is_dir():
+        raise DataError("imagesTr folder not found (nnU-Net raw layout)", path=images_dir)
+    groups: dict[str, dict[int, Path]] = {}
+    for p in sorted(filter(_visible, images_dir.iterdir())):
+        if not p.name.endswith(ending):
+            logger.warning("%s: ignored (not a %s file)", p, ending)
+            continue
+        m = _CHANNEL_RE.match(p.name[: -len(ending)])
+        if m is None:
+            raise DataError(
+                "image name does not end in a 4-digit channel number",
+                path=p,
+                hint=f"nnU-Net names images CASE_0000{ending}, CASE_0001{ending}, ... (one per channel)",
+            )
+        ch = int(m["channel"])
+        if ch >= n_ch:
+            raise DataError(f"channel {ch} but dataset.json declares {n_ch} channel(s)", path=p)
+        groups.setdefault(m["case"], {})[ch] = p
+    if not groups:
+        raise DataError(f"no {ending} images found", path=images_dir)
+    label_files: dict[str, Path] = {}
+    if labels_dir.is_dir():
+        for p in sorted(filter(_visible, labels_dir.iterdir())):
+            if p.name.endswith(ending):
+                label_files[p.name[: -len(ending)]] = p
+    for key, p in label_files.items():
+        if key not in groups:
+            raise DataError(
+                f"label without image: no {key}_0000{ending} in imagesTr", path=p, hint="add the image or remove the label"
+            )
+    cases = []
+    for key, chans in groups.items():
+        for c in range(n_ch):
+            if c not in chans:
+                raise DataError(f"missing channel file of case '{key}'", path=images_dir / f"{key}_{c:04d}{ending}")
+        label = label_files.get(key)
+        if label is None and require_labels:
+            raise DataError(
+                f"image without label: case '{key}' has no label",
+                path=labels_dir / f"{key}{ending}",
+                hint="add the label, remove the case, or run without requiring labels",
+            )
+        cases.append(VolumeCase(key, tuple(chans[c] for c in range(n_ch)), label, values, n_ch))
+    n_declared = meta.get("numTraining")
+    if isinstance(n_declared, int) and n_declared != len(cases):
+        logger.warning("%s: numTraining is %d but %d cases were found", js, n_declared, len(cases))
+    return cases, info
+
+
+def _entries(folder: Path) -> dict[str, Path]:
+    """Volume files and DICOM folders in ``folder``, keyed by name without format ending."""
+    out: dict[str, Path] = {}
+    for p in sorted(filter(_visible, folder.iterdir())):
+        if p.is_dir():
+            key = p.name
+        elif file_suffix(p) in VOLUME_SUFFIXES:
+            key = _strip_suffix(p.name)
+        else:
+            if p.suffix.lower() not in (".raw", ".zraw"):  # MetaImage data files
+                logger.warning("%s: ignored (not a volume file: %s)", p, ", ".join(VOLUME_SUFFIXES))
+            continue
+        if key in out:
+            raise DataError(
+                f"two files for the name '{key}': {out[key].name} and {p.name}",
+                path=p,
+                hint="keep one format per case",
+            )
+        out[key] = p
+    return out
+
+
+def _discover_folders(root: Path, require_labels: bool) -> tuple[list[VolumeCase], dict]:
+    images_dir = next((root / n for n in ("images", "imagesTr") if (root / n).is_dir()), None)
+    if images_dir is None:
+        raise DataError(
+            "no dataset found: expected dataset.json (Decathlon / nnU-Net) or an images/ folder",
+            path=root,
+            hint="put the volumes in images/ and the label maps (same names) in labels/",
+        )
+    labels_dir = next((root / n for n in ("labels", "labelsTr") if (root / n).is_dir()), None)
+    images = _entries(images_dir)
+    if not images:
+        raise DataError("folder holds no volume files or DICOM folders", path=images_dir)
+    labels = _entries(labels_dir) if labels_dir is not None else {}
+    if require_labels and labels_dir is None:
+        raise DataError("labels folder not found", path=root / "labels", hint="add labels/ or run without labels")
+
+    grouped = all(_CHANNEL_RE.match(k) for k in images) and not any(k in labels for k in images)
+    groups: dict[str, dict[int, Path]] = {}
+    for k, p in images.items():
+        if grouped:
+            m = _CHANNEL_RE.match(k)
+            groups.setdefault(m["case"], {})[int(m["channel"])] = p
+        else:
+            groups[k] = {0: p}
+    n_ch = max(len(g) for g in groups.values())
+    for key, chans in groups.items():
+        for c in range(n_ch):
+            if c not in chans:
+                ref = next(iter(chans.values()))
+                missing = ref.with_name(f"{key}_{c:04d}{file_suffix(ref.name)}")
+                raise DataError(f"missing channel file of case '{key}'", path=missing)
+    for key, p in labels.items():
+        if key not in groups:
+            raise DataError(f"label without image: no image named '{key}' in {images_dir.name}/", path=p)
+    cases = []
+    for key, chans in groups.items():
+        label = labels.get(key)
+        if label is None and require_labels:
+            raise DataError(
+                f"image without label: no label named '{key}' in {labels_dir.name}/",
+                path=chans[0],
+                hint="add the label (same name), remove the image, or run without requiring labels",
+            )
+        cases.append(VolumeCase(key, tuple(chans[c] for c in range(n_ch)), label, None, n_ch))
+    info = {
+        "layout": "folders",
+        "root": str(root),
+        "name": root.name,
+        "labels": None,
+        "channel_names": [f"channel_{c}" for c in range(n_ch)],
+        "num_channels": n_ch,
+        "modality": {},
+        "file_ending": None,
+    }
+    return cases, info
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def grid_differences(
+    shape_a: tuple[int, ...],
+    geom_a: Geometry,
+    shape_b: tuple[int, ...],
+    geom_b: Geometry,
+    tol: float = GRID_TOLERANCE,
+) -> list[str]:
+    """What differs between two grids (empty when they match within ``tol``).
+
+    Size must match exactly; spacing and origin within ``tol`` relative (origin:
+    relative to ``max(1, |a|, |b|)`` mm); direction cosines within ``tol``.
+    """
+
+    def fmt(t) -> str:
+        return "(" + ", ".join(f"{v:.6g}" for v in t) + ")"
+
+    diffs = []
+    if tuple(shape_a) != tuple(shape_b):
+        diffs.append(f"size {'x'.join(map(str, shape_a))} vs {'x'.join(map(str, shape_b))}")
+        if len(shape_a) != len(shape_b):
+            return diffs
+    sa, sb = np.asarray(geom_a.spacing, float), np.asarray(geom_b.spacing, float)
+    if sa.shape != sb.shape or np.any(np.abs(sa - sb) > tol * np.maximum(np.abs(sa), np.abs(sb))):
+        diffs.append(f"spacing {fmt(sa)} vs {fmt(sb)}")
+    oa, ob = np.asarray(geom_a.origin, float), np.asarray(geom_b.origin, float)
+    if oa.shape != ob.shape or np.any(np.abs(oa - ob) > tol * np.maximum(1.0, np.maximum(np.abs(oa), np.abs(ob)))):
+        diffs.append(f"origin {fmt(oa)} vs {fmt(ob)}")
+    da, db = np.asarray(geom_a.direction, float), np.asarray(geom_b.direction, float)
+    if da.shape != db.shape or np.any(np.abs(da - db) > tol):
+        diffs.append(f"direction {fmt(da)} vs {fmt(db)}")
+    return diffs
+
+
+def label_values_present(arr: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an integer array (fast path for small non-negative ranges)."""
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind in "ui":
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo >= 0 and hi < (1 << 16):
+            return np.flatnonzero(np.bincount(arr.ravel(), minlength=hi + 1))
+    return np.unique(arr)
+
+
+def _read_channel(path: Path, key: str, fourth_dim_as_channels: bool) -> ImageData:
+    image = read_volume(path, 3, fourth_dim_as_channels=fourth_dim_as_channels)
+    check_finite(image, key)
+    return image
+
+
+def load_case(case: VolumeCase, *, labels: dict[int, str] | tuple[int, ...] | None = None) -> tuple[ImageData, ImageData | None]:
+    """Read a case: channels stacked ``(C, x, y, z)``, and the label ``(1, x, y, z)`` (uint8).
+
+    Checks: every channel and the label lie on the same grid (see
+    :func:`grid_differences`); no NaN/inf voxels; label values are integers and
+    among ``labels`` (default: the values the dataset declares; ``None`` declared
+    means any value >= 0). Float labels with integral values are accepted. The
+    image keeps its file dtype (mixed channel dtypes are promoted).
+    """
+    if not case.images:
+        raise DataError(f"case '{case.key}' has no image files")
+    single_4d = len(case.images) == 1 and (case.num_channels or 1) > 1
+    parts = [_read_channel(p, case.key, single_4d) for p in case.images]
+    ref = parts[0]
+    for p, part in zip(case.images[1:], parts[1:]):
+        diffs = grid_differences(ref.spatial_shape, ref.geometry, part.spatial_shape, part.geometry)
+        if diffs:
+            raise DataError(
+                f"case '{case.key}': channel files {case.images[0].name} and {p.name} are on different grids: "
+                + "; ".join(diffs),
+                path=p,
+                hint="resample the channels onto one grid (co-register them) before training",
+            )
+    array = parts[0].array if len(parts) == 1 else np.concatenate([x.array for x in parts], axis=0)
+    if case.num_channels is not None and array.shape[0] != case.num_channels:
+        raise DataError(
+            f"case '{case.key}' has {array.shape[0]} channel(s), the dataset declares {case.num_channels}",
+            path=case.images[0],
+        )
+    image = ImageData(
+        array,
+        ref.geometry,
+        path=case.images[0],
+        meta={"case": case.key, "files": [str(p) for p in case.images], "dtype": str(array.dtype)},
+    )
+    if case.label is None:
+        return image, None
+
+    lab = read_volume(case.label, 3)
+    if lab.array.shape[0] != 1:
+        raise DataError(f"case '{case.key}': a label map must have one channel, got {lab.array.shape[0]}", path=case.label)
+    diffs = grid_differences(image.spatial_shape, image.geometry, lab.spatial_shape, lab.geometry)
+    if diffs:
+        raise DataError(
+            f"case '{case.key}': label and image are on different grids: " + "; ".join(diffs),
+            path=case.label,
+            hint="the label must be drawn on the image's own grid (same size, spacing, origin, direction)",
+        )
+    arr = lab.array
+    if arr.dtype.kind == "f":
+        check_finite(lab, case.key)
+        if not np.array_equal(arr, np.round(arr)):
+            frac = arr[arr != np.round(arr)]
+            examples = ", ".join(f"{v:g}" for v in np.unique(frac)[:5])
+            raise DataError(
+                f"case '{case.key}': label has non-integer values ({examples}, ...)",
+                path=case.label,
+                hint="a label map holds integer class values; was an image saved as label, or the label interpolated?",
+            )
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "ui":
+        raise DataError(f"case '{case.key}': label dtype {arr.dtype} is not numeric", path=case.label)
+    present = label_values_present(arr)
+    allowed = case.label_values if labels is None else tuple(labels)
+    if allowed is not None:
+        unexpected = sorted(set(present.tolist()) - set(int(v) for v in allowed))
+        if unexpected:
+            shown = ", ".join(map(str, unexpected[:10])) + (" ..." if len(unexpected) > 10 else "")
+            raise DataError(
+                f"case '{case.key}': label has values not declared in the dataset labels: {shown} "
+                f"(declared: {', '.join(map(str, sorted(allowed)))})",
+                path=case.label,
+                hint="fix the label map, or declare the values in dataset.json \"labels\"",
+            )
+    elif present.size and present[0] < 0:
+        raise DataError(f"case '{case.key}': label has negative values ({int(present[0])})", path=case.label)
+    if present.size and present[-1] > 65535:
+        raise DataError(f"case '{case.key}': label value {int(present[-1])} is too large (max 65535)", path=case.label)
+    out_dtype = np.uint8 if (not present.size or present[-1] <= 255) else np.uint16
+    label = ImageData(
+        arr.astype(out_dtype, copy=False),
+        lab.geometry,
+        path=case.label,
+        meta={"case": case.key, "values": present.tolist()},
+    )
+    return image, label

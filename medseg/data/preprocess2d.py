@@ -1,0 +1,108 @@
+"""Preprocessing of 2D images and masks: channels, resizing, median filter, normalisation.
+
+The same :class:`Preprocess2D` object (saved in the run folder) is applied at
+training and at prediction, and :meth:`Preprocess2D.restore` maps a prediction
+back to the image's original size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from medseg.errors import ConfigError
+
+NORMALIZATIONS = ("zscore", "minmax", "none")
+
+
+def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
+    """Map a reader array (C,H,W) with C in 1..4 to ``channels`` (1 or 3); alpha is dropped."""
+    c = arr.shape[0]
+    if c in (2, 4):  # LA / RGBA: drop alpha
+        arr, c = arr[: c - 1], c - 1
+    if c == channels:
+        return arr
+    if c == 1 and channels == 3:
+        return np.repeat(arr, 3, axis=0)
+    if c == 3 and channels == 1:
+        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)[:, None, None]
+        return (arr.astype(np.float32) * weights).sum(0, keepdims=True)
+    raise ConfigError(f"cannot map an image with {c} channels to {channels}")
+
+
+def image_channels(arr: np.ndarray) -> int:
+    """Colour channels of a reader array, alpha excluded (1 or 3)."""
+    return 3 if arr.shape[0] >= 3 else 1
+
+
+@dataclass
+class Preprocess2D:
+    """How raw 2D images become network input.
+
+    Attributes:
+        channels: network input channels (1 grayscale, 3 RGB); images are converted to it.
+        size: ``(H, W)`` to resize to, or ``None`` to keep each image's own size.
+        median: median-filter size in pixels (0 = off).
+        normalize: ``zscore`` per image and channel, ``minmax`` to 0..1, or ``none``.
+    """
+
+    channels: int = 1
+    size: tuple[int, int] | None = None
+    median: int = 0
+    normalize: str = "zscore"
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZATIONS:
+            raise ConfigError(f"unknown normalisation '{self.normalize}'", hint=f"choose one of: {', '.join(NORMALIZATIONS)}")
+        if self.size is not None:
+            self.size = (int(self.size[0]), int(self.size[1]))
+
+    def image(self, arr: np.ndarray) -> np.ndarray:
+        """(C,H,W) raw → float32 (channels, h, w) network input."""
+        x = to_channels(arr, self.channels).astype(np.float32)
+        if self.median > 1:
+            x = ndimage.median_filter(x, size=(1, self.median, self.median))
+        if self.size is not None and tuple(x.shape[1:]) != self.size:
+            t = torch.from_numpy(np.ascontiguousarray(x))[None]
+            x = F.interpolate(t, size=self.size, mode="bilinear", align_corners=False, antialias=True)[0].numpy()
+        return self._normalize(x)
+
+    def _normalize(self, x: np.ndarray) -> np.ndarray:
+        if self.normalize == "zscore":
+            mean = x.mean(axis=(1, 2), keepdims=True)
+            std = x.std(axis=(1, 2), keepdims=True)
+            return ((x - mean) / np.maximum(std, 1e-6)).astype(np.float32)
+        if self.normalize == "minmax":
+            lo = x.min(axis=(1, 2), keepdims=True)
+            hi = x.max(axis=(1, 2), keepdims=True)
+            return ((x - lo) / np.maximum(hi - lo, 1e-6)).astype(np.float32)
+        return x
+
+    def mask(self, labels: np.ndarray) -> np.ndarray:
+        """(H,W) class ids → (h,w) uint8, resized with nearest neighbour."""
+        if self.size is None or tuple(labels.shape) == self.size:
+            return labels.astype(np.uint8)
+        t = torch.from_numpy(labels.astype(np.uint8))[None, None]
+        return F.interpolate(t, size=self.size, mode="nearest-exact")[0, 0].numpy()
+
+    def restore(self, probs: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """Class probabilities (K,h,w) at network size → (K,H,W) at the original size."""
+        if tuple(probs.shape[1:]) == tuple(original_size):
+            return probs
+        return F.interpolate(probs[None], size=tuple(original_size), mode="bilinear", align_corners=False)[0]
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["size"] = list(self.size) if self.size else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Preprocess2D":
+        d = dict(d)
+        if d.get("size"):
+            d["size"] = tuple(d["size"])
+        return cls(**d)

@@ -1,0 +1,1 @@
+"""Prediction: sliding-window inference and the run-folder predictor."""

@@ -1,0 +1,296 @@
+"""DICOM series folders through SimpleITK (GDCM).
+
+A folder holding the slice files of one series is read as one volume, with the
+same ``(C, x, y, z)`` convention and ITK geometry as :mod:`medseg.io.volume`.
+Only the folder itself is searched (not subfolders). When a folder holds
+several series, the one to read must be named by its Series Instance UID.
+
+``write_dicom_series`` exports a 3D array as one file per slice, with image
+position/orientation written from the geometry (oblique directions and
+anisotropic spacing survive a round trip to DICOM's decimal-string precision).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from medseg.errors import DataError
+from medseg.io.atomic import atomic_path
+from medseg.io.base import Geometry, ImageData
+from medseg.io.volume import _itk_message, image_data_to_sitk, sitk_to_image_data
+
+logger = logging.getLogger(__name__)
+
+# SOP classes for which GDCM writes image position/orientation (plain Secondary
+# Capture would lose the geometry).
+_SOP_CLASS = {
+    "CT": "1.2.840.10008.5.1.4.1.1.2",
+    "MR": "1.2.840.10008.5.1.4.1.1.4",
+    "PT": "1.2.840.10008.5.1.4.1.1.128",
+}
+_SC_BYTE = "1.2.840.10008.5.1.4.1.1.7.2"  # Multi-frame Grayscale Byte Secondary Capture (uint8)
+_SC_WORD = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word Secondary Capture (uint16)
+
+
+@dataclass(frozen=True)
+class DicomSeriesInfo:
+    uid: str
+    files: tuple[Path, ...]
+    description: str = ""
+    modality: str = ""
+
+    def describe(self) -> str:
+        desc = f"'{self.description}', " if self.description else ""
+        mod = f"{self.modality}, " if self.modality else ""
+        return f"{self.uid} ({desc}{mod}{len(self.files)} slice file(s))"
+
+
+def new_uid() -> str:
+    """A new globally unique DICOM UID (UUID-derived, ``2.25.<uuid as integer>``)."""
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def _header_tags(path: Path, tags: tuple[str, ...]) -> dict[str, str]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO("GDCMImageIO")
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return {}
+    return {t: reader.GetMetaData(t).strip() for t in tags if reader.HasMetaDataKey(t)}
+
+
+def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
+    """The DICOM series directly inside ``folder`` (UID, slice files, description, modality)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError("not a folder (a DICOM series is read from the folder holding its slice files)", path=folder)
+    try:
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as e:
+        raise DataError(f"cannot scan for DICOM files: {_itk_message(e)}", path=folder) from None
+    series = []
+    for uid in uids:
+        files = tuple(Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+        tags = _header_tags(files[0], ("0008|103e", "0008|0060")) if files else {}
+        series.append(DicomSeriesInfo(uid, files, tags.get("0008|103e", ""), tags.get("0008|0060", "")))
+    return series
+
+
+def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> ImageData:
+    """Read one DICOM series from ``folder`` as ``(1, x, y, z)`` :class:`ImageData`.
+
+    With several series in the folder, ``series_uid`` must name one; otherwise a
+    :class:`DataError` lists the series found.
+    """
+    folder = Path(folder)
+    series = list_dicom_series(folder)
+    if not series:
+        raise DataError(
+            "no DICOM series found in this folder",
+            path=folder,
+            hint="point to the folder that directly holds the slice files (subfolders are not searched)",
+        )
+    listing = "\n".join(f"    - {s.describe()}" for s in series)
+    if series_uid is None:
+        if len(series) > 1:
+            raise DataError(
+                f"folder holds {len(series)} DICOM series; choose one:\n{listing}",
+                path=folder,
+                hint="pass series_uid=<one of the UIDs above>, or move each series into its own folder",
+            )
+        chosen = series[0]
+    else:
+        matches = [s for s in series if s.uid == series_uid]
+        if not matches:
+            raise DataError(
+                f"no DICOM series with UID {series_uid}; the folder holds:\n{listing}",
+                path=folder,
+                hint="pass one of the UIDs listed",
+            )
+        chosen = matches[0]
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(f) for f in chosen.files])
+    try:
+        img = reader.Execute()
+    except RuntimeError as e:
+        raise DataError(
+            f"cannot read DICOM series {chosen.uid}: {_itk_message(e)}",
+            path=folder,
+            hint="a slice file may be corrupt or truncated; re-export the series",
+        ) from None
+    meta = {
+        "format": "dicom",
+        "series_uid": chosen.uid,
+        "description": chosen.description,
+        "modality": chosen.modality,
+        "slices": len(chosen.files),
+    }
+    logger.debug("read DICOM series %s from %s: size %s", chosen.uid, folder, img.GetSize())
+    return sitk_to_image_data(img, folder, meta=meta)
+
+
+def _ds(value: float) -> str:
+    """A DICOM decimal string (at most 16 characters)."""
+    for digits in range(12, 3, -1):
+        text = f"{float(value):.{digits}g}"
+        if len(text) <= 16:
+            return text
+    return f"{float(value):.3g}"
+
+
+def write_dicom_series(
+    folder: str | Path,
+    array: np.ndarray,
+    geometry: Geometry | None = None,
+    *,
+    series_uid: str | None = None,
+    study_uid: str | None = None,
+    description: str = "medseg export",
+    modality: str = "OT",
+    patient_id: str = "anonymous",
+    patient_name: str = "anonymous",
+    series_number: int = 1,
+    file_prefix: str = "IM",
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write a 3D volume ``(x, y, z)`` or ``(1, x, y, z)`` as a DICOM series, one file per slice.
+
+    ``modality`` "CT", "MR" and "PT" use those image storage classes: integer
+    arrays are stored as they are (8/16/32 bit), float arrays with integral values
+    that fit int16 as int16, other float arrays as int16 with a rescale
+    slope/intercept (quantized to about 1/60000 of their value range; a warning is
+    logged). Any other modality (default "OT", e.g. for masks) is written as
+    multi-frame grayscale secondary capture, which holds values 0..65535 only
+    (uint8 or uint16). A left-handed
+    direction matrix is written with the slice axis reversed (DICOM orders
+    slices along row x column), which describes the same physical grid.
+    Files are ``<folder>/<file_prefix><n:05d>.dcm``, each written atomically.
+    Returns the files written.
+    """
+    folder = Path(folder)
+    arr = np.asarray(array)
+    if arr.ndim == 4:
+        if arr.shape[0] != 1:
+            raise DataError(f"DICOM export takes one channel, got {arr.shape[0]}", path=folder)
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise DataError(f"DICOM export takes a 3D volume, got shape {arr.shape}", path=folder)
+    geometry = geometry or Geometry.identity(3)
+    if geometry.ndim != 3:
+        raise DataError(f"DICOM export needs a 3D geometry, got {geometry.ndim}D", path=folder)
+
+    direction = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
+    if np.linalg.det(direction) < 0:
+        # DICOM's slice normal is row x column; flip the slice axis so the grid is right-handed.
+        last = np.asarray(geometry.origin) + direction @ (np.asarray(geometry.spacing) * [0, 0, arr.shape[2] - 1])
+        direction = direction.copy()
+        direction[:, 2] *= -1
+        arr = arr[:, :, ::-1]
+        geometry = Geometry(geometry.spacing, tuple(float(v) for v in last), tuple(float(v) for v in direction.ravel()))
+        logger.debug("left-handed direction: writing slices in reverse order")
+
+    extra: dict[str, str] = {}
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    elif arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise DataError("cannot write NaN/inf voxels to DICOM", path=folder)
+        lo, hi = float(arr.min()), float(arr.max())
+        if np.all(arr == np.round(arr)) and lo >= -32768 and hi <= 32767:
+            arr = arr.astype(np.int16)
+        else:
+            slope = (hi - lo) / 60000.0 or 1.0
+            intercept = (hi + lo) / 2.0
+            extra = {
+                "0028|1053": _ds(slope),
+                "0028|1052": _ds(intercept),
+                "0028|0100": "16",
+                "0028|0101": "16",
+                "0028|0102": "15",
+                "0028|0103": "1",
+            }
+            arr = arr.astype(np.float64)
+            logger.warning("%s: float values stored as int16 with rescale slope %s (quantized)", folder, extra["0028|1053"])
+    elif arr.dtype.kind in "iu" and arr.dtype.itemsize > 4:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < np.iinfo(np.int32).min or hi > np.iinfo(np.int32).max:
+            raise DataError("integer values do not fit 32 bits", path=folder)
+        arr = arr.astype(np.int32)
+    elif arr.dtype.kind not in "iu":
+        raise DataError(f"cannot write dtype {arr.dtype} to DICOM", path=folder)
+
+    sop_class = _SOP_CLASS.get(modality.upper())
+    if sop_class is None:  # other modalities (default "OT"): secondary capture, unsigned 8/16 bit only
+        if arr.dtype == np.uint8:
+            sop_class = _SC_BYTE
+        elif arr.dtype.kind in "iu" and not extra and arr.min() >= 0 and arr.max() <= 65535:
+            arr = arr.astype(np.uint16) if arr.max() > 255 else arr.astype(np.uint8)
+            sop_class = _SC_BYTE if arr.dtype == np.uint8 else _SC_WORD
+        else:
+            raise DataError(
+                f"modality '{modality}' is written as secondary capture, which holds only values 0..65535",
+                path=folder,
+                hint="pass modality='CT', 'MR' or 'PT' for signed or float data",
+            )
+
+    img = image_data_to_sitk(arr[None], geometry, path=folder)
+    n = arr.shape[2]
+    names = [folder / f"{file_prefix}{i + 1:05d}.dcm" for i in range(n)]
+    if not overwrite:
+        existing = [p for p in names if p.exists()]
+        if existing:
+            raise DataError(
+                f"{len(existing)} target file(s) exist already, e.g. {existing[0].name}",
+                path=folder,
+                hint="write into an empty folder, choose another file_prefix, or pass overwrite=True",
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+
+    series_uid = series_uid or new_uid()
+    study_uid = study_uid or new_uid()
+    frame_uid = new_uid()
+    now = datetime.datetime.now()
+    common = {
+        "0008|0016": sop_class,
+        "0008|0060": modality,
+        "0008|0020": now.strftime("%Y%m%d"),
+        "0008|0021": now.strftime("%Y%m%d"),
+        "0008|0030": now.strftime("%H%M%S"),
+        "0008|0031": now.strftime("%H%M%S"),
+        "0008|103e": description,
+        "0010|0010": patient_name,
+        "0010|0020": patient_id,
+        "0018|0050": _ds(geometry.spacing[2]),
+        "0020|000d": study_uid,
+        "0020|000e": series_uid,
+        "0020|0011": str(int(series_number)),
+        "0020|0052": frame_uid,
+        **extra,
+    }
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")
+    try:
+        for i, target in enumerate(names):
+            # A one-slice 3D image keeps the full 3D direction, so GDCM writes the true
+            # (possibly oblique) image position and orientation.
+            slice_img = img[:, :, i : i + 1]
+            for key, value in common.items():
+                slice_img.SetMetaData(key, value)
+            slice_img.SetMetaData("0008|0018", new_uid())
+            slice_img.SetMetaData("0020|0013", str(i + 1))
+            with atomic_path(target) as tmp:
+                writer.SetFileName(str(tmp))
+                writer.Execute(slice_img)
+    except RuntimeError as e:
+        raise DataError(f"cannot write DICOM series: {_itk_message(e)}", path=folder) from None
+    return names

@@ -1,0 +1,60 @@
+"""The run folder: everything needed to rebuild a trained predictor.
+
+Layout::
+
+    RUN/
+      medseg_run.json        format version, data, label scheme, preprocessing, training config
+      split.json             train / val / test case keys (and their files)
+      labels.json            class names and display colours
+      model.safetensors      best weights      model.json   the model's constructor arguments
+      checkpoints/last.*     resumable training state
+      history.csv, plots/    curves
+      evaluation/            per-image CSV, summary JSON
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import medseg
+from medseg.errors import RunFolderError
+from medseg.io.atomic import write_json
+
+FORMAT_VERSION = 1
+RUN_FILE = "medseg_run.json"
+
+
+def write_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:
+    run_dir = Path(run_dir)
+    info = {"format_version": FORMAT_VERSION, "medseg_version": medseg.__version__,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+    write_json(run_dir / RUN_FILE, info)
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``medseg_run.json``; a missing file or another format version is a clear error."""
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_FILE
+    if not run_dir.is_dir():
+        raise RunFolderError("run folder not found", path=run_dir, hint="pass the --out folder of a `medseg train` run")
+    if not path.is_file():
+        raise RunFolderError(f"not a medseg run folder (no {RUN_FILE})", path=run_dir, hint="pass the --out folder of a `medseg train` run")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunFolderError(f"corrupt {RUN_FILE}: {e}", path=path) from None
+    version = info.get("format_version")
+    if version != FORMAT_VERSION:
+        raise RunFolderError(
+            f"run folder format {version} (written by medseg {info.get('medseg_version', '?')}) "
+            f"cannot be read by medseg {medseg.__version__}, which reads format {FORMAT_VERSION}",
+            path=run_dir,
+            hint=f"install medseg {info.get('medseg_version', 'of that version')} to use it, or retrain with this version",
+        )
+    if not (run_dir / "model.safetensors").is_file():
+        raise RunFolderError("the run has no trained model yet (model.safetensors missing)", path=run_dir,
+                             hint="let training finish one epoch, or resume it with `medseg train --resume`")
+    return info

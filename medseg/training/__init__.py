@@ -1,0 +1,1 @@
+"""The training engine: losses, LR schedules, checkpoints and the loop."""

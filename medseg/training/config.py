@@ -1,0 +1,96 @@
+"""Training settings. The constructor arguments are the whole configuration;
+it is saved in the run folder and restored by ``--resume``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from medseg.errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+MONITORS = ("val_loss", "val_dice")
+
+
+@dataclass
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        patch_size: spatial size of training patches.
+        batch_size: patches per step.
+        iterations_per_epoch: steps between validations.
+        max_epochs: upper bound on epochs.
+        time_budget: seconds of training (validation included); the LR schedule is
+            laid over the budget so that it anneals as the budget ends. ``None``: epochs only.
+        optimizer, lr, weight_decay, momentum: the optimiser (``adam``, ``adamw``, ``sgd`` with Nesterov).
+        schedule: ``constant``, ``cosine`` or ``poly``; ``warmup``: fraction of progress for linear warm-up.
+        patience: epochs without improvement of ``monitor`` before early stopping (0 = off).
+        monitor: ``val_loss`` (lower is better) or ``val_dice`` (higher is better).
+        val_overlap: sliding-window overlap during validation.
+        foreground_fraction: share of patches centred on foreground.
+        augment: whether to augment (flips, rotation/scaling, intensity).
+        seed: seeds sampling, augmentation and initialisation.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
+        amp: mixed precision on CUDA (bf16 where supported, else fp16).
+        threads: CPU threads for torch (``None``: all cores).
+    """
+
+    patch_size: tuple[int, ...] = (128, 128)
+    batch_size: int = 8
+    iterations_per_epoch: int = 50
+    max_epochs: int = 500
+    time_budget: float | None = None
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.99
+    schedule: str = "cosine"
+    warmup: float = 0.02
+    patience: int = 30
+    monitor: str = "val_loss"
+    val_overlap: float = 0.25
+    foreground_fraction: float = 0.33
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    threads: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.patch_size = tuple(int(p) for p in self.patch_size)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer '{self.optimizer}'", hint=f"choose one of: {', '.join(OPTIMIZERS)}")
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"unknown monitor '{self.monitor}'", hint=f"choose one of: {', '.join(MONITORS)}")
+        if self.batch_size < 1 or self.iterations_per_epoch < 1 or self.max_epochs < 1:
+            raise ConfigError("batch_size, iterations_per_epoch and max_epochs must be at least 1")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ConfigError(f"time budget must be positive, got {self.time_budget}")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def parse_duration(text: str | float | int | None) -> float | None:
+    """``"15m"``, ``"90s"``, ``"1h30m"``, ``"2.5h"`` or a number of seconds → seconds."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    import re
+
+    s = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", s)
+    if not parts or "".join(n + u for n, u in parts) != s.replace(" ", ""):
+        raise ConfigError(f"cannot read duration '{text}'", hint="write e.g. 90s, 15m, 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)

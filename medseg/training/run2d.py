@@ -1,0 +1,155 @@
+"""Training on a folder of 2D images and masks: the `medseg train` pipeline.
+
+data folder → cases and label scheme → seeded, group-aware split → preprocessing
+→ U-Net (or any registered model) → :class:`~medseg.training.engine.Trainer` →
+run folder (weights + config + split + history + curves).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medseg.data.dataset2d import DataOptions2D, Dataset2D, load_sample, prepare_dataset, save_labels_json
+from medseg.data.labels import LabelScheme
+from medseg.data.preprocess2d import Preprocess2D
+from medseg.data.sampling import PatchSampler
+from medseg.data.split import split_cases
+from medseg.errors import ConfigError, DataError, RunFolderError
+from medseg.io.atomic import write_json
+from medseg.models import create_model
+from medseg.runfolder import RUN_FILE, write_run_info
+from medseg.training.config import TrainConfig
+from medseg.training.engine import Callbacks, Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_KWARGS: dict[str, dict[str, Any]] = {"unet": {"features": 32, "depth": 4, "dropout": 0.1}}
+
+
+@dataclass
+class TrainSetup2D:
+    """Everything `medseg train` needs for a 2D dataset (JSON-serialisable)."""
+
+    data: str
+    out: str
+    data_options: DataOptions2D = field(default_factory=DataOptions2D)
+    preprocess: Preprocess2D | None = None   # channels filled in from the data
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_seed: int = 0
+    model: str = "unet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    auto_patch: bool = True
+
+
+def auto_patch_size(sizes: list[tuple[int, int]], divisor: int = 16, cap: int = 256) -> tuple[int, int]:
+    """Whole images when they are small; otherwise a square patch of at most ``cap`` pixels."""
+    h = max(s[0] for s in sizes)
+    w = max(s[1] for s in sizes)
+    up = lambda v: -(-v // divisor) * divisor  # noqa: E731
+    return (min(up(h), cap), min(up(w), cap))
+
+
+def _split(ds: Dataset2D, fractions, seed: int) -> dict[str, list[str]]:
+    keys = [c.key for c in ds.cases]
+    groups = [c.group for c in ds.cases]
+    return split_cases(keys, groups, fractions=fractions, seed=seed)
+
+
+def _load(cases, pre: Preprocess2D, scheme: LabelScheme) -> list:
+    return [load_sample(c, pre, scheme) for c in cases]
+
+
+def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bool = False) -> TrainResult:
+    out = Path(setup.out)
+    if not resume and (out / RUN_FILE).exists() and (out / "checkpoints" / "last.json").exists():
+        raise RunFolderError(
+            "this folder already holds a training run", path=out,
+            hint="resume it with `medseg train --resume RUN`, or choose a new --out folder",
+        )
+    ds = prepare_dataset(setup.data, setup.data_options)
+    if ds.scheme.num_classes < 2:
+        raise DataError("the masks hold a single class; segmentation needs at least background and one class", path=setup.data)
+    pre = setup.preprocess or Preprocess2D()
+    pre.channels = ds.channels
+    split = _split(ds, setup.split, setup.split_seed)
+    by_key = {c.key: c for c in ds.cases}
+    if not split["train"]:
+        raise ConfigError("the split leaves no training images", hint="use a larger train fraction in --split")
+
+    train_samples = _load([by_key[k] for k in split["train"]], pre, ds.scheme)
+    val_samples = _load([by_key[k] for k in split["val"]], pre, ds.scheme)
+    cfg = setup.train
+    if setup.auto_patch:
+        cfg.patch_size = auto_patch_size([s.image.shape[1:] for s in train_samples])
+    model_kwargs = {**DEFAULT_MODEL_KWARGS.get(setup.model, {}), **setup.model_kwargs}
+    torch.manual_seed(cfg.seed)
+    model = create_model(setup.model, 2, ds.channels, ds.scheme.num_classes, **model_kwargs)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "split.json", {
+        "fractions": list(setup.split), "seed": setup.split_seed,
+        **{name: [{"key": k, "image": str(by_key[k].image), "masks": [str(m) for m in by_key[k].masks],
+                   "fov": str(by_key[k].fov) if by_key[k].fov else None, "group": by_key[k].group} for k in keys]
+           for name, keys in split.items()},
+    })
+    save_labels_json(out / "labels.json", ds.scheme, ds.display_colors)
+    write_run_info(out, {
+        "task": "segmentation2d",
+        "data": str(Path(setup.data).resolve()),
+        "data_options": setup.data_options.to_json(),
+        "preprocess": pre.to_json(),
+        "labels": ds.scheme.to_json(),
+        "display_colors": [list(c) for c in ds.display_colors],
+        "model": {"name": setup.model, **model_kwargs},
+        "train": cfg.to_json(),
+        "split": {"fractions": list(setup.split), "seed": setup.split_seed},
+        "counts": {k: len(v) for k, v in split.items()},
+    })
+    log.info("training on %d images, validating on %d, %d held out for testing; patch %s, %d classes",
+             len(train_samples), len(val_samples), len(split["test"]), cfg.patch_size, ds.scheme.num_classes)
+
+    sampler = PatchSampler([s.image for s in train_samples], [s.label for s in train_samples], cfg.patch_size,
+                           ds.scheme.num_classes, cfg.foreground_fraction, seed=cfg.seed)
+    trainer = Trainer(model, sampler, [(s.image, s.label) for s in val_samples], cfg, out, ds.scheme.num_classes, callbacks)
+    result = trainer.fit(resume=resume)
+    write_curves(out)
+    return result
+
+
+def write_curves(run_dir: Path) -> list[Path]:
+    from medseg.evaluation.plots import plot_history
+    from medseg.training.history import read_history
+
+    rows = read_history(run_dir / "history.csv")
+    return plot_history(rows, run_dir / "plots") if rows else []
+
+
+def setup_from_run(run_dir: str | Path) -> TrainSetup2D:
+    """Rebuild the :class:`TrainSetup2D` of an existing run (for ``--resume``)."""
+    from medseg.runfolder import read_run_info
+
+    run_dir = Path(run_dir)
+    try:
+        info = read_run_info(run_dir)
+    except RunFolderError as e:
+        if "no trained model yet" not in e.message:
+            raise
+        import json
+
+        info = json.loads((run_dir / RUN_FILE).read_text())
+    split = info["split"]
+    return TrainSetup2D(
+        data=info["data"], out=str(run_dir), data_options=DataOptions2D(**info["data_options"]),
+        preprocess=Preprocess2D.from_json(info["preprocess"]), split=tuple(split["fractions"]), split_seed=split["seed"],
+        model=info["model"]["name"], model_kwargs={k: v for k, v in info["model"].items() if k != "name"},
+        train=TrainConfig.from_json(info["train"]), auto_patch=False,
+    )
+
+

@@ -1,0 +1,29 @@
+"""Shared pytest helpers."""
+# --- shared datasets (../shared) -------------------------------------------------
+import os as _os
+from pathlib import Path as _Path
+
+import pytest as _pytest
+
+SHARED_ROOT = _Path(_os.environ.get("MEDSEG_SHARED_DIR", _Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+def shared_path(*parts: str) -> _Path:
+    """Path of a file or folder under the shared datasets folder (``../shared``).
+
+    Skips the calling test with a clear reason when it is absent, but fails it
+    under ``CI=true``, where the shared data must be present.
+    """
+    path = SHARED_ROOT.joinpath(*parts)
+    if not path.exists():
+        reason = f"shared data not found: {path} (set MEDSEG_SHARED_DIR or mount ../shared)"
+        if _os.environ.get("CI", "").strip().lower() == "true":
+            _pytest.fail(reason + "; CI=true requires it", pytrace=False)
+        _pytest.skip(reason)
+    return path
+
+
+@_pytest.fixture
+def shared():
+    """The :func:`shared_path` helper as a fixture: ``shared("datasets", "drive")``."""
+    return shared_path
