@@ -20,9 +20,11 @@ cosines) and 1e-6 relative (spacing/origin); voxel values are always exact.
 Integrity
 ---------
 ITK reads a truncated ``.nii``/``.nii.gz`` without complaint (missing voxels are
-silently filled). Before reading a NIfTI file its header is parsed and the file
-(or, for ``.nii.gz``, the gzip trailer; a full decompression only when the
-trailer disagrees) is checked to hold all the voxels the header promises.
+silently filled), and its NIfTI reader replaces NaN/inf voxels by 0. Before a
+NIfTI file is read its header is parsed and the file is checked to hold all the
+voxels the header promises (integer types: through the gzip trailer; float
+types: by reading the voxel data, whose NaN/inf are then put back, so that
+:func:`check_finite` sees them).
 """
 
 from __future__ import annotations
@@ -119,26 +121,25 @@ def image_data_to_sitk(array: np.ndarray, geometry: Geometry | None = None, *, p
 
 # --------------------------------------------------------------------------- NIfTI integrity
 
+_TRUNCATED_HINT = "the file is truncated or corrupt (an interrupted copy or download?); re-export or re-download it"
+_NIFTI_FLOAT = {16: "f4", 64: "f8"}  # NIfTI datatype codes of real float voxels
 
-def _nifti_expected_bytes(header: bytes, path: Path) -> int:
-    """Bytes a single-file NIfTI-1/2 must hold (voxel offset + voxel data), from its header."""
+
+def _nifti_header(header: bytes, path: Path) -> dict:
+    """The fields of a NIfTI-1/2 header needed to locate the voxel data."""
     if len(header) < 348:
-        raise DataError(
-            f"NIfTI header is incomplete ({len(header)} bytes)",
-            path=path,
-            hint="the file is truncated or not NIfTI; re-export or re-download it",
-        )
+        raise DataError(f"NIfTI header is incomplete ({len(header)} bytes)", path=path, hint=_TRUNCATED_HINT)
     for endian in "<>":
         size = struct.unpack(endian + "i", header[:4])[0]
         if size == 348:  # NIfTI-1
             dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
             vox_offset = max(int(struct.unpack(endian + "f", header[108:112])[0]), 352)
             break
         if size == 540:  # NIfTI-2
             if len(header) < 540:
-                raise DataError("NIfTI-2 header is incomplete", path=path, hint="re-export or re-download the file")
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+                raise DataError("NIfTI-2 header is incomplete", path=path, hint=_TRUNCATED_HINT)
+            datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
             dims = struct.unpack(endian + "8q", header[16:80])
             vox_offset = max(struct.unpack(endian + "q", header[168:176])[0], 544)
             break
@@ -150,53 +151,93 @@ def _nifti_expected_bytes(header: bytes, path: Path) -> int:
     count = 1
     for d in dims[1 : n + 1]:
         count *= max(int(d), 1)
-    return vox_offset + count * max(int(bitpix), 8) // 8
+    nbytes = count * max(int(bitpix), 8) // 8
+    return {
+        "endian": endian,
+        "datatype": int(datatype),
+        "count": count,
+        "vox_offset": vox_offset,
+        "need": vox_offset + nbytes,
+    }
 
 
-def check_nifti_complete(path: str | Path) -> None:
-    """Raise :class:`DataError` when a ``.nii``/``.nii.gz`` holds fewer voxels than its header says."""
-    path = Path(path)
-    truncated_hint = "the file is truncated or corrupt (an interrupted copy or download?); re-export or re-download it"
+def _read_nifti_raw(path: Path, gz: bool) -> bytes:
+    """The whole (decompressed) file; :class:`DataError` when the gzip stream is broken."""
     try:
-        if file_suffix(path) == ".nii.gz":
+        if gz:
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(f"compressed data is incomplete or corrupt ({e})", path=path, hint=_TRUNCATED_HINT) from None
+
+
+def _check_size(have: int, hdr: dict, path: Path) -> None:
+    if have < hdr["need"]:
+        raise DataError(
+            f"file is truncated: it holds {have} bytes, its header needs {hdr['need']}", path=path, hint=_TRUNCATED_HINT
+        )
+
+
+def inspect_nifti(path: str | Path) -> np.ndarray | None:
+    """Check that a ``.nii``/``.nii.gz`` holds all voxels its header promises.
+
+    Raises :class:`DataError` for a truncated or corrupt file. For float voxel
+    types the voxel data is returned (flat, file order) so that the caller can
+    restore NaN/inf, which ITK's NIfTI reader silently replaces by 0; otherwise
+    ``None``. Integer ``.nii.gz`` files are checked through the gzip trailer
+    (uncompressed size), decompressing fully only when it disagrees.
+    """
+    path = Path(path)
+    gz = file_suffix(path) == ".nii.gz"
+    try:
+        if gz:
             try:
                 with gzip.open(path, "rb") as f:
-                    header = f.read(544)
+                    head = f.read(544)
             except (OSError, EOFError, zlib.error) as e:
-                raise DataError(f"not a readable gzip file: {e}", path=path, hint=truncated_hint) from None
-            need = _nifti_expected_bytes(header, path)
-            with open(path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                if f.tell() >= 4:
-                    f.seek(-4, os.SEEK_END)
-                    isize = struct.unpack("<I", f.read(4))[0]
-                    if isize == need % (1 << 32):
-                        return  # trailer agrees with the header: complete
-            # Trailer disagrees (truncated, multi-member or trailing data): decompress fully to be sure.
-            total = 0
-            try:
-                with gzip.open(path, "rb") as f:
-                    while chunk := f.read(1 << 22):
-                        total += len(chunk)
-            except (OSError, EOFError, zlib.error) as e:
-                raise DataError(f"compressed data is incomplete or corrupt ({e})", path=path, hint=truncated_hint) from None
-            if total < need:
-                raise DataError(
-                    f"file is truncated: it holds {total} bytes of data, its header needs {need}",
-                    path=path,
-                    hint=truncated_hint,
-                )
+                raise DataError(f"not a readable gzip file: {e}", path=path, hint=_TRUNCATED_HINT) from None
         else:
             with open(path, "rb") as f:
-                header = f.read(544)
-            need = _nifti_expected_bytes(header, path)
-            have = path.stat().st_size
-            if have < need:
-                raise DataError(
-                    f"file is truncated: {have} bytes, its header needs {need}", path=path, hint=truncated_hint
-                )
+                head = f.read(544)
+        hdr = _nifti_header(head, path)
+        dtype = _NIFTI_FLOAT.get(hdr["datatype"])
+        if dtype is not None:
+            raw = _read_nifti_raw(path, gz)
+            _check_size(len(raw), hdr, path)
+            return np.frombuffer(raw, dtype=hdr["endian"] + dtype, count=hdr["count"], offset=hdr["vox_offset"])
+        if not gz:
+            _check_size(path.stat().st_size, hdr, path)
+            return None
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() >= 4:
+                f.seek(-4, os.SEEK_END)
+                if struct.unpack("<I", f.read(4))[0] == hdr["need"] % (1 << 32):
+                    return None  # the trailer agrees with the header: complete
+        # Truncated, or multi-member / trailing data: decompress to be sure.
+        total = 0
+        try:
+            with gzip.open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    total += len(chunk)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise DataError(f"compressed data is incomplete or corrupt ({e})", path=path, hint=_TRUNCATED_HINT) from None
+        _check_size(total, hdr, path)
+        return None
     except OSError as e:
         raise DataError(f"cannot read file: {e}", path=path) from None
+
+
+def _restore_nonfinite(arr: np.ndarray, raw: np.ndarray) -> None:
+    """Put the file's NaN/inf back where ITK wrote 0 (scalar images only)."""
+    if arr.shape[0] != 1 or raw.size != arr[0].size or arr.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(raw)
+    if not bad.any():
+        return
+    mask = bad.reshape(arr.shape[1:], order="F")  # NIfTI voxel order: x fastest = our (x, y, z) axes
+    arr[0][mask] = raw.reshape(arr.shape[1:], order="F")[mask]
 
 
 # --------------------------------------------------------------------------- reader/writer
@@ -210,8 +251,7 @@ class SimpleITKReaderWriter(ReaderWriter):
     def read(self, path: Path) -> ImageData:
         path = Path(path)
         suffix = file_suffix(path)
-        if suffix in (".nii", ".nii.gz"):
-            check_nifti_complete(path)
+        raw = inspect_nifti(path) if suffix in (".nii", ".nii.gz") else None
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         try:
@@ -222,7 +262,10 @@ class SimpleITKReaderWriter(ReaderWriter):
                 path=path,
                 hint="the file is unreadable, truncated or not in the format its ending says; re-export or re-download it",
             ) from None
-        return sitk_to_image_data(img, path, meta={"format": suffix})
+        image = sitk_to_image_data(img, path, meta={"format": suffix})
+        if raw is not None:
+            _restore_nonfinite(image.array, raw)
+        return image
 
     def write(self, path: Path, array: np.ndarray, geometry: Geometry | None = None) -> None:
         path = Path(path)

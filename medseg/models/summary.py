@@ -12,11 +12,23 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from medseg.models.registry import create_model, list_models
 
 REFERENCE_SIZE = {2: (256, 256), 3: (64, 64, 64)}
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# attention kernels the counter does not know (CPU flash attention, torch >= 2.3)
+_EXTRA_FLOPS = {
+    op: _sdpa_flops
+    for op in [getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)]
+    if op is not None
+}
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -29,13 +41,14 @@ def count_gflops(model: nn.Module, input_shape: Sequence[int]) -> float:
 
     The input is made on the model's device (``meta`` works and costs nothing). The
     model's train/eval mode is restored afterwards. PyTorch's fused transformer
-    "fast path" is switched off meanwhile, since the counter cannot see inside it.
+    "fast path" is switched off meanwhile, since the counter cannot see inside it, and
+    CPU flash attention is counted like the other attention kernels.
     """
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     x = torch.zeros(tuple(input_shape), device=device)
     was_training, fastpath = model.training, torch.backends.mha.get_fastpath_enabled()
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS)
     try:
         model.eval()
         torch.backends.mha.set_fastpath_enabled(False)
@@ -48,7 +61,7 @@ def count_gflops(model: nn.Module, input_shape: Sequence[int]) -> float:
 
 
 def model_table(spatial_dims: int, reference_size: int | Sequence[int] | None = None) -> list[dict]:
-    """``{"name", "params", "gflops"}`` for every registered model at its default arguments.
+    """``{"name", "params", "gflops", "input_shape"}`` for every registered model at its default arguments.
 
     GFLOPs are for one single-channel input of ``reference_size`` (default 256x256 in
     2D, 64x64x64 in 3D), with ``num_classes=2``.
@@ -67,5 +80,6 @@ def model_table(spatial_dims: int, reference_size: int | Sequence[int] | None = 
             "name": name,
             "params": count_parameters(model),
             "gflops": count_gflops(model, (1, 1, *size)),
+            "input_shape": [1, 1, *size],
         })
     return rows

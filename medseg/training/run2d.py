@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from medseg.data.dataset2d import DataOptions2D, Dataset2D, load_sample, prepare_dataset, save_labels_json
@@ -85,6 +84,7 @@ def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bo
 
     train_samples = _load([by_key[k] for k in split["train"]], pre, ds.scheme)
     val_samples = _load([by_key[k] for k in split["val"]], pre, ds.scheme)
+    _load([by_key[k] for k in split["test"]], pre, ds.scheme)  # read once now: a bad test file fails before training
     cfg = setup.train
     if setup.auto_patch:
         cfg.patch_size = auto_patch_size([s.image.shape[1:] for s in train_samples])

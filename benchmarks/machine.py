@@ -1,0 +1,26 @@
+"""A one-line description of the machine, printed with every benchmark."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def describe() -> str:
+    import torch
+
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = float("nan")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {gpu}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}, torch threads {torch.get_num_threads()}")

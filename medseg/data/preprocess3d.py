@@ -1,0 +1,357 @@
+"""3D preprocessing as pure functions on numpy arrays (after nnU-Net).
+
+Arrays are channel-first ``(C, *spatial)``; label maps ``(1, *spatial)``. Where
+a function also accepts an array without the channel axis, it says so.
+
+- :func:`crop_to_nonzero` / :func:`uncrop`: crop to the bounding box of voxels
+  that are non-zero in any channel, and put a cropped array back.
+- :func:`normalize`: ``"zscore"`` (per case, per channel), ``"ct"`` (clip to the
+  dataset's 0.5/99.5 foreground percentiles, then dataset mean/std),
+  ``"minmax"`` (0..1 per case, per channel), ``"none"``. Always float32.
+- :func:`resample` / :func:`resample_to_shape`: images with cubic splines, labels
+  by per-class linear interpolation of the one-hot encoding (or nearest);
+  anisotropic data (max/min spacing > 3) is resampled in-plane with that order
+  and along the low-resolution axis with nearest neighbour, as nnU-Net does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from medseg.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ANISOTROPY_THRESHOLD = 3.0
+NORMALIZATION_SCHEMES = ("zscore", "ct", "minmax", "none")
+
+BBox = list[tuple[int, int]]
+
+
+# --------------------------------------------------------------------------- cropping
+
+
+def nonzero_mask(image: np.ndarray, fill_holes: bool = True) -> np.ndarray:
+    """Boolean spatial mask of voxels non-zero in any channel of ``image`` ``(C, *spatial)``.
+
+    Holes are filled (as nnU-Net does), so dark structures inside the body stay in
+    the mask that z-score normalization uses.
+    """
+    mask = np.any(image != 0, axis=0)
+    if fill_holes and mask.any():
+        mask = ndimage.binary_fill_holes(mask)
+    return mask
+
+
+def bbox_of(mask: np.ndarray) -> BBox:
+    """``[(start, stop), ...]`` per axis of the True voxels (the full extent when none)."""
+    bbox = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hit = np.flatnonzero(np.any(mask, axis=other)) if other else np.flatnonzero(mask)
+        if hit.size == 0:
+            return [(0, s) for s in mask.shape]
+        bbox.append((int(hit[0]), int(hit[-1]) + 1))
+    return bbox
+
+
+def _crop(array: np.ndarray, bbox: BBox) -> np.ndarray:
+    lead = (slice(None),) * (array.ndim - len(bbox))
+    return array[lead + tuple(slice(a, b) for a, b in bbox)]
+
+
+def crop_to_nonzero(
+    image: np.ndarray, label: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None, BBox]:
+    """Crop ``image`` ``(C, *spatial)`` (and ``label``, same spatial shape) to the non-zero box.
+
+    Returns ``(image, label, bbox)`` with ``bbox = [(start, stop), ...]`` per spatial
+    axis; an all-zero image is not cropped. The crops are copies.
+    """
+    mask = np.any(image != 0, axis=0)
+    bbox = bbox_of(mask)
+    cropped = np.ascontiguousarray(_crop(image, bbox))
+    lab = None if label is None else np.ascontiguousarray(_crop(label, bbox))
+    return cropped, lab, bbox
+
+
+def uncrop(array: np.ndarray, bbox: BBox, full_shape: Sequence[int], fill: float = 0) -> np.ndarray:
+    """Place a cropped ``array`` back into an array of spatial shape ``full_shape``.
+
+    Leading (channel) axes of ``array`` are kept; ``full_shape`` may be the spatial
+    shape or the full shape (only its last ``len(bbox)`` entries are used).
+    """
+    n = len(bbox)
+    spatial = tuple(int(s) for s in tuple(full_shape)[-n:])
+    expected = tuple(b - a for a, b in bbox)
+    if tuple(array.shape[-n:]) != expected:
+        raise ValueError(f"array spatial shape {array.shape[-n:]} does not match the bbox size {expected}")
+    out = np.full(array.shape[:-n] + spatial, fill, dtype=array.dtype)
+    out[(slice(None),) * (array.ndim - n) + tuple(slice(a, b) for a, b in bbox)] = array
+    return out
+
+
+# --------------------------------------------------------------------------- normalization
+
+
+def intensity_stats(values: np.ndarray) -> dict:
+    """Statistics of (foreground) intensities for ``"ct"`` normalization.
+
+    ``values`` is a 1D sample of voxel values (e.g. label > 0 voxels of the
+    training cases, one channel). Returns mean, std, median, min, max, p005, p995.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError("no finite values to compute intensity statistics from")
+    p005, median, p995 = np.percentile(v, [0.5, 50.0, 99.5])
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "median": float(median),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "p005": float(p005),
+        "p995": float(p995),
+    }
+
+
+def _per_channel(value, n: int, what: str) -> list:
+    if isinstance(value, (str, dict)) or value is None:
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise ConfigError(f"{what}: {len(value)} entries given for {n} channel(s)")
+    return value
+
+
+def _affine(x: np.ndarray, shift: float, scale: float) -> np.ndarray:
+    """``(x - shift) / scale`` in float32 (float64 inputs are computed in float64)."""
+    if x.dtype == np.float64:
+        return (x - shift) / scale
+    return (x.astype(np.float32) - np.float32(shift)) / np.float32(scale)
+
+
+def normalize(image: np.ndarray, scheme, stats=None, *, mask: np.ndarray | None = None) -> np.ndarray:
+    """Intensity normalization of ``image`` ``(C, *spatial)``, returned as a new float32 array.
+
+    ``scheme`` is one of :data:`NORMALIZATION_SCHEMES` or a list with one per channel:
+
+    - ``"zscore"``: ``(x - mean) / std`` per case and channel. With ``mask`` (a
+      boolean spatial array, normally :func:`nonzero_mask` of the uncropped-to-
+      cropped image), mean and std are taken over the mask only and voxels
+      outside it are set to 0. nnU-Net does this when cropping to the non-zero
+      region shrank the images notably (brain MRI with a zero background); without
+      ``mask`` all voxels count.
+    - ``"ct"``: clip to ``stats["p005"]``..``stats["p995"]``, then
+      ``(x - stats["mean"]) / stats["std"]`` with dataset-wide foreground stats
+      (see :func:`intensity_stats`); ``stats`` is one dict or one per channel.
+    - ``"minmax"``: ``(x - min) / (max - min)`` per case and channel (0 if constant).
+    - ``"none"``: only the cast to float32.
+
+    Statistics are computed in float64, so uint8 and float32 inputs with values
+    up to ~1e6 and beyond are handled alike.
+    """
+    image = np.asarray(image)
+    if image.ndim < 2:
+        raise ValueError(f"expected a channel-first array (C, *spatial), got shape {image.shape}")
+    n = image.shape[0]
+    schemes = _per_channel(scheme, n, "normalization scheme")
+    stats_list = _per_channel(stats, n, "normalization stats")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != image.shape[1:]:
+            raise ValueError(f"mask shape {mask.shape} does not match image spatial shape {image.shape[1:]}")
+        if not mask.any():
+            mask = None
+    out = np.empty(image.shape, dtype=np.float32)
+    for c in range(n):
+        s = schemes[c]
+        x = image[c]
+        if s == "none":
+            out[c] = x
+            continue
+        if s == "zscore":
+            vals = x[mask] if mask is not None else x
+            mean = float(np.mean(vals, dtype=np.float64))
+            std = float(np.std(vals, dtype=np.float64))
+            out[c] = _affine(x, mean, max(std, 1e-8))
+        elif s == "ct":
+            st = stats_list[c]
+            need = ("mean", "std", "p005", "p995")
+            if not isinstance(st, dict) or any(k not in st for k in need):
+                raise ConfigError(f'"ct" normalization needs dataset statistics with keys {", ".join(need)}')
+            y = np.clip(x.astype(np.float32), np.float32(st["p005"]), np.float32(st["p995"]))
+            out[c] = (y - np.float32(st["mean"])) / np.float32(max(float(st["std"]), 1e-8))
+        elif s == "minmax":
+            lo, hi = float(np.min(x)), float(np.max(x))
+            if hi > lo:
+                out[c] = _affine(x, lo, hi - lo)
+            else:
+                out[c] = 0.0
+        else:
+            raise ConfigError(
+                f"unknown normalization scheme '{s}'", hint=f"choose one of: {', '.join(NORMALIZATION_SCHEMES)}"
+            )
+        if mask is not None and s != "none":
+            out[c][~mask] = 0.0
+    return out
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+def target_shape(shape: Sequence[int], old_spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[int, ...]:
+    """``round(shape * old_spacing / new_spacing)`` per axis (at least 1)."""
+    if not (len(shape) == len(old_spacing) == len(new_spacing)):
+        raise ValueError(f"shape {tuple(shape)} and spacings {old_spacing}, {new_spacing} differ in length")
+    return tuple(max(1, int(round(s * o / n))) for s, o, n in zip(shape, old_spacing, new_spacing))
+
+
+def lowres_axis(spacing: Sequence[float], threshold: float = ANISOTROPY_THRESHOLD) -> int | None:
+    """The single low-resolution axis when ``max/min spacing > threshold``, else ``None``."""
+    sp = np.asarray(spacing, dtype=float)
+    if sp.size < 3 or sp.max() / sp.min() <= threshold:
+        return None
+    axes = np.flatnonzero(sp == sp.max())
+    return int(axes[0]) if axes.size == 1 else None
+
+
+def _zoom(x: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
+    """Resize a spatial array to exactly ``shape`` (pixel-edge aligned, edge values extended)."""
+    if tuple(x.shape) == tuple(shape):
+        return x.copy()
+    factors = [n / o for n, o in zip(shape, x.shape)]
+    y = ndimage.zoom(x, factors, order=order, mode="nearest", grid_mode=True, prefilter=order > 1)
+    if y.shape != tuple(shape):  # not expected; scipy rounds to the same shape
+        raise AssertionError(f"zoom produced {y.shape}, expected {shape}")
+    return y
+
+
+def _zoom_separate(x: np.ndarray, shape: tuple[int, ...], order: int, axis: int, order_z: int) -> np.ndarray:
+    """In-plane resize slice by slice with ``order``, then along ``axis`` with ``order_z``."""
+    plane = tuple(s for a, s in enumerate(shape) if a != axis)
+    moved = np.moveaxis(x, axis, 0)
+    slices = [_zoom(moved[i], plane, order) for i in range(moved.shape[0])]
+    y = np.moveaxis(np.stack(slices, axis=0), 0, axis)
+    if y.shape[axis] != shape[axis]:
+        factors = [1.0] * y.ndim
+        factors[axis] = shape[axis] / y.shape[axis]
+        y = ndimage.zoom(y, factors, order=order_z, mode="nearest", grid_mode=True, prefilter=order_z > 1)
+    return y
+
+
+def _resize_image(x: np.ndarray, shape, order: int, axis: int | None, order_z: int) -> np.ndarray:
+    xf = x if x.dtype.kind == "f" else x.astype(np.float32)
+    if axis is None:
+        y = _zoom(xf, shape, order)
+    else:
+        y = _zoom_separate(xf, shape, order, axis, order_z)
+    return y.astype(np.float32 if x.dtype.kind != "f" else x.dtype, copy=False)
+
+
+def _resize_label(x: np.ndarray, shape, order: int, axis: int | None, order_z: int) -> np.ndarray:
+    """Per-class interpolation of the one-hot encoding, then argmax (``order=0``: nearest)."""
+    if order == 0:
+        return _zoom(x, shape, 0) if axis is None else _zoom_separate(x, shape, 0, axis, 0)
+    classes = np.unique(x)
+    if classes.size == 1:
+        return np.full(shape, classes[0], dtype=x.dtype)
+    work_shape = shape if axis is None else tuple(x.shape[a] if a == axis else s for a, s in enumerate(shape))
+    best = np.full(work_shape, -np.inf, dtype=np.float32)
+    out = np.zeros(work_shape, dtype=x.dtype)
+    for c in classes:
+        onehot = (x == c).astype(np.float32)
+        if axis is None:
+            p = _zoom(onehot, work_shape, order)
+        else:  # in-plane only here; the low-resolution axis is done with nearest below
+            moved = np.moveaxis(onehot, axis, 0)
+            plane = tuple(s for a, s in enumerate(shape) if a != axis)
+            p = np.moveaxis(np.stack([_zoom(moved[i], plane, order) for i in range(moved.shape[0])]), 0, axis)
+        better = p > best
+        best[better] = p[better]
+        out[better] = c
+    if axis is not None and out.shape[axis] != shape[axis]:
+        factors = [1.0] * out.ndim
+        factors[axis] = shape[axis] / out.shape[axis]
+        out = ndimage.zoom(out, factors, order=0, mode="nearest", grid_mode=True)
+    return out
+
+
+def resample_to_shape(
+    array: np.ndarray,
+    shape: Sequence[int],
+    order: int | None = None,
+    is_label: bool = False,
+    *,
+    spacing: Sequence[float] | None = None,
+    label_mode: str = "onehot",
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
+    order_z: int = 0,
+) -> np.ndarray:
+    """Resample ``array`` ``(C, *spatial)`` (or a spatial array without channel axis) to ``shape``.
+
+    ``order`` defaults to 3 for images and 1 for labels. Labels (``is_label``)
+    use per-class interpolation of the one-hot encoding with ``order`` followed by
+    argmax (``label_mode="onehot"``, as nnU-Net) or nearest neighbour
+    (``label_mode="nearest"``) and keep their dtype. ``spacing`` (of ``array``)
+    enables nnU-Net's anisotropic handling: if the input or output spacing has a
+    single axis coarser than ``anisotropy_threshold`` times the finest, slices
+    are resampled in-plane with ``order`` and that axis with ``order_z`` (nearest).
+    Images come back float32 (float64 stays float64).
+    """
+    array = np.asarray(array)
+    shape = tuple(int(s) for s in shape)
+    n = len(shape)
+    if array.ndim not in (n, n + 1):
+        raise ValueError(f"array of shape {array.shape} cannot be resampled to spatial shape {shape}")
+    if label_mode not in ("onehot", "nearest"):
+        raise ConfigError(f"unknown label_mode '{label_mode}'", hint="choose 'onehot' or 'nearest'")
+    squeeze = array.ndim == n
+    arr = array[None] if squeeze else array
+    if order is None:
+        order = 1 if is_label else 3
+    if is_label and label_mode == "nearest":
+        order = 0
+
+    axis = None
+    if spacing is not None:
+        spacing = tuple(float(s) for s in spacing)
+        if len(spacing) != n:
+            raise ValueError(f"spacing {spacing} does not match spatial shape {shape}")
+        new_spacing = tuple(sp * old / new for sp, old, new in zip(spacing, arr.shape[1:], shape))
+        axis = lowres_axis(spacing, anisotropy_threshold)
+        if axis is None:
+            axis = lowres_axis(new_spacing, anisotropy_threshold)
+        if axis is not None:
+            logger.debug("anisotropic spacing %s -> %s: axis %d resampled separately", spacing, new_spacing, axis)
+
+    if tuple(arr.shape[1:]) == shape:
+        out = arr.copy() if is_label else arr.astype(np.float32 if arr.dtype.kind != "f" else arr.dtype)
+    else:
+        fn = _resize_label if is_label else _resize_image
+        out = np.stack([fn(arr[c], shape, order, axis, order_z) for c in range(arr.shape[0])])
+    return out[0] if squeeze else out
+
+
+def resample(
+    array: np.ndarray,
+    old_spacing: Sequence[float],
+    new_spacing: Sequence[float],
+    order: int | None = None,
+    is_label: bool = False,
+    **kwargs,
+) -> np.ndarray:
+    """Resample ``array`` ``(C, *spatial)`` from ``old_spacing`` to ``new_spacing``.
+
+    The result has exactly the spatial shape ``round(old_shape * old_spacing /
+    new_spacing)``; see :func:`resample_to_shape` for orders and label handling.
+    """
+    array = np.asarray(array)
+    n = len(old_spacing)
+    shape = target_shape(array.shape[-n:], old_spacing, new_spacing)
+    return resample_to_shape(array, shape, order, is_label, spacing=old_spacing, **kwargs)
