@@ -507,7 +507,8 @@ def load_case(case: VolumeCase, *, labels: dict[int, str] | tuple[int, ...] | No
                 path=case.label,
                 hint="a label map holds integer class values; was an image saved as label, or the label interpolated?",
             )
-        arr = arr.astype(np.int64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = arr.astype(np.uint8 if lo >= 0 and hi <= 255 else np.uint16 if lo >= 0 and hi <= 65535 else np.int64)
     elif arr.dtype.kind not in "ui":
         raise DataError(f"case '{case.key}': label dtype {arr.dtype} is not numeric", path=case.label)
     present = label_values_present(arr)
