@@ -24,7 +24,7 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 bench-drive: venv
-	$(BIN)/python benchmarks/drive_unet.py
+	$(BIN)/python benchmarks/drive_unet.py --budget 15m -- --monitor val_dice
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

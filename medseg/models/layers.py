@@ -93,6 +93,14 @@ def as_tuple(value: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
     return value
 
 
+def stride_product(strides: Sequence[Sequence[int]], spatial_dims: int) -> tuple[int, ...]:
+    """Total downsampling per axis of a stack of per-axis strides."""
+    div = [1] * spatial_dims
+    for s in strides:
+        div = [d * si for d, si in zip(div, s)]
+    return tuple(div)
+
+
 class ConvNormAct(nn.Sequential):
     """conv → norm → activation, with 'same' padding for odd kernels."""
 

@@ -18,7 +18,7 @@ from medseg.errors import ConfigError
 from medseg.models import layers as L
 from medseg.models.base import SegmentationNet
 from medseg.models.registry import register_model
-from medseg.models.unet import Up
+from medseg.models.unet import UNetDecoder
 
 
 class ResBlock(nn.Module):
@@ -105,34 +105,15 @@ class ResUNet(SegmentationNet):
                 L.ConvNormAct(spatial_dims, prev, chans[i], kernels[i], stage_strides[i], norm_name=norm, act_name=act),
                 *(ResBlock(spatial_dims, chans[i], chans[i], kernels[i], norm_name=norm, act_name=act) for _ in range(blocks[i])),
             ))
-        self.ups = nn.ModuleList(
-            Up(spatial_dims, chans[i + 1], chans[i], chans[i], self.strides[i], kernels[i], upsample, norm, act)
-            for i in reversed(range(n - 1))
-        )
-        self.head = L.conv(spatial_dims)(chans[0], num_classes, 1)
-        self.ds_heads = nn.ModuleList(
-            L.conv(spatial_dims)(chans[i], num_classes, 1) for i in range(1, n - 1)
-        ) if deep_supervision else nn.ModuleList()
+        self.decoder = UNetDecoder(spatial_dims, chans, self.strides, kernels, num_classes, upsample, norm, act, deep_supervision)
 
     @property
     def size_divisor(self) -> tuple[int, ...]:
-        div = [1] * self.spatial_dims
-        for s in self.strides:
-            div = [d * si for d, si in zip(div, s)]
-        return tuple(div)
+        return L.stride_product(self.strides, self.spatial_dims)
 
     def forward_features(self, x: torch.Tensor):
         skips = []
         for stage in self.stages:
             x = stage(x)
             skips.append(x)
-        y = skips.pop()
-        decoded = []
-        for up in self.ups:
-            y = up(y, skips.pop())
-            decoded.append(y)
-        out = self.head(y)
-        if self.deep_supervision and self.training:
-            lower = [head(decoded[-1 - i]) for i, head in enumerate(self.ds_heads, start=1)]
-            return [out, *lower]
-        return out
+        return self.decoder(skips)

@@ -49,6 +49,42 @@ class Up(nn.Module):
         return self.conv(torch.cat([self.up(x), skip], dim=1))
 
 
+class UNetDecoder(nn.Module):
+    """The U-Net family's upsampling path, from the encoder's skips to logits.
+
+    ``chans[i]`` and ``strides[i]`` describe encoder stage ``i`` (stride ``i`` leads from
+    stage ``i`` to ``i + 1``). With ``deep_supervision``, 1x1 heads on the lower decoder
+    outputs make training-mode forward return ``[full resolution, half, quarter, ...]``.
+    """
+
+    def __init__(self, dims: int, chans: Sequence[int], strides: Sequence[tuple[int, ...]], kernels: Sequence,
+                 num_classes: int, upsample: str, norm_name: str, act_name: str, deep_supervision: bool = False):
+        super().__init__()
+        n = len(strides)
+        self.deep_supervision = deep_supervision
+        self.ups = nn.ModuleList(
+            Up(dims, chans[i + 1], chans[i], chans[i], strides[i], kernels[i], upsample, norm_name, act_name)
+            for i in reversed(range(n))
+        )
+        self.head = L.conv(dims)(chans[0], num_classes, 1)
+        self.ds_heads = nn.ModuleList(
+            L.conv(dims)(chans[i], num_classes, 1) for i in range(1, n)
+        ) if deep_supervision else nn.ModuleList()
+
+    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        skips = list(skips)
+        y = skips.pop()
+        decoded = []
+        for up in self.ups:
+            y = up(y, skips.pop())
+            decoded.append(y)
+        out = self.head(y)
+        if self.deep_supervision and self.training:
+            # decoded[-1] is full resolution, decoded[-2] half, ...
+            return [out, *(head(decoded[-1 - i]) for i, head in enumerate(self.ds_heads, start=1))]
+        return out
+
+
 @register_model("unet")
 class UNet(SegmentationNet):
     """Classic U-Net.
@@ -104,35 +140,14 @@ class UNet(SegmentationNet):
             DoubleConv(spatial_dims, chans[i], chans[i + 1], kernels[i + 1], norm, act, drop=dropout if i == depth - 1 else 0.0)
             for i in range(depth)
         )
-        self.ups = nn.ModuleList(
-            Up(spatial_dims, chans[i + 1], chans[i], chans[i], self.strides[i], kernels[i], upsample, norm, act)
-            for i in reversed(range(depth))
-        )
-        self.head = L.conv(spatial_dims)(chans[0], num_classes, 1)
-        # deep-supervision heads on the decoder outputs below full resolution (deepest last)
-        self.ds_heads = nn.ModuleList(
-            L.conv(spatial_dims)(chans[i], num_classes, 1) for i in range(1, depth)
-        ) if deep_supervision else nn.ModuleList()
+        self.decoder = UNetDecoder(spatial_dims, chans, self.strides, kernels, num_classes, upsample, norm, act, deep_supervision)
 
     @property
     def size_divisor(self) -> tuple[int, ...]:
-        div = [1] * self.spatial_dims
-        for s in self.strides:
-            div = [d * si for d, si in zip(div, s)]
-        return tuple(div)
+        return L.stride_product(self.strides, self.spatial_dims)
 
     def forward_features(self, x: torch.Tensor):
         skips = [self.stem(x)]
         for pool, down in zip(self.pools, self.downs):
             skips.append(down(pool(skips[-1])))
-        y = skips.pop()
-        decoded = []
-        for up in self.ups:
-            y = up(y, skips.pop())
-            decoded.append(y)
-        out = self.head(y)
-        if self.deep_supervision and self.training:
-            # decoded[-1] is full resolution; decoded[-2] half, ...
-            lower = [head(decoded[-1 - i]) for i, head in enumerate(self.ds_heads, start=1)]
-            return [out, *lower]
-        return out
+        return self.decoder(skips)
