@@ -21,6 +21,7 @@ demo: venv
 	$(BIN)/medseg demo --out $(DEMO)
 
 test: venv
+	$(BIN)/ruff check medseg tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench-drive: venv

@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg.errors import RunFolderError
 from medseg.evaluation.plots import (
     image_label_grid,
     overlay,
     plot_history,
-    read_history_csv,
     save_overlay,
 )
 
@@ -106,14 +104,15 @@ def test_plot_history_train_only(tmp_path):
     assert [p.name for p in plot_history(rows, tmp_path)] == ["loss.png"]
 
 
-def test_read_history_csv(tmp_path):
+def test_plot_history_from_csv(tmp_path):
+    from medseg.training.history import read_history
+
     path = tmp_path / "history.csv"
     path.write_text("epoch,train_loss,val_loss,val_dice\n1,0.9,,0.5\n2,0.5,0.6,\n")
-    rows = read_history_csv(path)
+    rows = read_history(path)
     assert rows == [
         {"epoch": 1, "train_loss": 0.9, "val_loss": None, "val_dice": 0.5},
         {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_dice": None},
     ]
     assert [p.name for p in plot_history(rows, tmp_path / "p")] == ["loss.png", "dice.png"]
-    with pytest.raises(RunFolderError):
-        read_history_csv(tmp_path / "missing.csv")
+    assert read_history(tmp_path / "missing.csv") == []

@@ -286,7 +286,7 @@ def parse_label_colors(spec: str) -> dict[str, tuple[int, int, int]]:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError("empty --label-colors", hint='write e.g. "background=0,0,0;lung=255,0,0"')
     out: dict[str, tuple[int, int, int]] = {}
-    for n, item in enumerate(p.strip() for p in re.split(r"[;\n]", spec)):
+    for item in (p.strip() for p in re.split(r"[;\n]", spec)):
         if not item:
             continue
         if "=" not in item:

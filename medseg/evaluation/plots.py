@@ -6,7 +6,6 @@ no global state, no GUI backend) and every file is written atomically.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Sequence
@@ -18,7 +17,6 @@ from matplotlib.patches import Patch
 from PIL import Image
 from scipy import ndimage
 
-from medseg.errors import RunFolderError
 from medseg.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -254,31 +252,3 @@ def plot_history(rows: Sequence[dict], out_dir: Path) -> list[Path]:
         _save_figure(fig, path)
         written.append(path)
     return written
-
-
-def _parse_cell(text: str | None):
-    if text is None:
-        return None
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def read_history_csv(path: str | Path) -> list[dict]:
-    """Read a training history CSV: numbers become ``int``/``float``, empty cells ``None``."""
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            return [{k: _parse_cell(v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
-    except FileNotFoundError:
-        raise RunFolderError(
-            "training history not found", path=path, hint="train a model first, or point at a complete run folder"
-        ) from None

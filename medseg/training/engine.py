@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -201,6 +200,11 @@ class Trainer:
                 return TrainResult(info["epoch"] + 1, best_epoch, best, info.get("stopped_by", "finished"), elapsed_before, history)
 
         t0 = time.perf_counter() - elapsed_before
+
+        def info(epoch: int, stopped_by: str) -> dict[str, Any]:
+            return {"epoch": epoch, "elapsed": time.perf_counter() - t0, "best": best, "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs, "finished": bool(stopped_by), "stopped_by": stopped_by}
+
         last_val_time = 0.0
         stopped_by = "max_epochs"
         epoch = start_epoch - 1
@@ -219,9 +223,10 @@ class Trainer:
                 losses.append(self._train_step(lr, metric))
                 if self.callbacks:
                     self.callbacks.on_step(epoch, it, losses[-1], progress)
-            if not losses and epoch > start_epoch:
+            if not losses:  # the time budget ran out before this epoch began
                 epoch -= 1
                 stopped_by = "time_budget"
+                self._save_state(info(epoch, stopped_by))
                 break
             train = metric.aggregate()
             tv = time.perf_counter()
@@ -256,22 +261,12 @@ class Trainer:
                 stopped_by = "early_stopping"
             else:
                 stopped_by = ""
-            self._save_state(
-                {"epoch": epoch, "elapsed": time.perf_counter() - t0, "best": best, "best_epoch": best_epoch,
-                 "bad_epochs": bad_epochs, "finished": bool(stopped_by), "stopped_by": stopped_by}
-            )
+            self._save_state(info(epoch, stopped_by))
             if stopped_by:
                 break
         else:
             stopped_by = "max_epochs"
-            self._save_state(
-                {"epoch": epoch, "elapsed": time.perf_counter() - t0, "best": best, "best_epoch": best_epoch,
-                 "bad_epochs": bad_epochs, "finished": True, "stopped_by": stopped_by}
-            )
+            self._save_state(info(epoch, stopped_by))
         elapsed = time.perf_counter() - t0
         log.info("training stopped (%s) after %d epochs, %.0f s; best epoch %d", stopped_by, epoch + 1, elapsed, best_epoch)
         return TrainResult(epoch + 1, best_epoch, best, stopped_by, elapsed, history)
-
-
-def default_threads() -> int:
-    return max(1, os.cpu_count() or 1)
