@@ -42,7 +42,7 @@ def _global(
 
 
 def _register() -> None:
-    from medseg.cli import data_cmds, demo_cmd, eval_cmd, models_cmd, predict_cmd, train_cmd
+    from medseg.cli import compare_cmd, data_cmds, demo_cmd, eval_cmd, models_cmd, predict_cmd, train_cmd
 
     app.command("synth")(data_cmds.synth)
     app.command("show")(data_cmds.show)
@@ -51,6 +51,7 @@ def _register() -> None:
     app.command("predict")(predict_cmd.predict)
     app.command("models")(models_cmd.models)
     app.command("demo")(demo_cmd.demo)
+    app.command("compare")(compare_cmd.compare)
 
 
 _register()
