@@ -34,8 +34,21 @@ def write_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:
     write_json(run_dir / RUN_FILE, info)
 
 
-def read_run_info(run_dir: str | Path) -> dict[str, Any]:
-    """Read and check ``medseg_run.json``; a missing file or another format version is a clear error."""
+def check_new_run_folder(run_dir: str | Path) -> None:
+    """Refuse to start a new training run in a folder that already holds one."""
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_FILE).exists() and (run_dir / "checkpoints" / "last.json").exists():
+        raise RunFolderError(
+            "this folder already holds a training run", path=run_dir,
+            hint="resume it with `medseg train --resume RUN`, or choose a new --out folder",
+        )
+
+
+def read_run_info(run_dir: str | Path, require_model: bool = True) -> dict[str, Any]:
+    """Read and check ``medseg_run.json``; a missing file or another format version is a clear error.
+
+    ``require_model=False`` accepts a run that has no saved model yet (to resume it).
+    """
     run_dir = Path(run_dir)
     path = run_dir / RUN_FILE
     if not run_dir.is_dir():
@@ -54,7 +67,7 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
             path=run_dir,
             hint=f"install medseg {info.get('medseg_version', 'of that version')} to use it, or retrain with this version",
         )
-    if not (run_dir / "model.safetensors").is_file():
+    if require_model and not (run_dir / "model.safetensors").is_file():
         raise RunFolderError("the run has no trained model yet (model.safetensors missing)", path=run_dir,
                              hint="let training finish one epoch, or resume it with `medseg train --resume`")
     return info

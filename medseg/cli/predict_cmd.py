@@ -1,4 +1,4 @@
-"""``medseg predict RUN INPUT... --out DIR``."""
+"""``medseg predict RUN INPUT... --out DIR`` (2D or 3D, as the run was trained)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,31 @@ from pathlib import Path
 import typer
 
 from medseg.cli.main import console
-from medseg.errors import DataError
+from medseg.errors import ConfigError, DataError
 
 
 def predict(
     run: Path = typer.Argument(..., help="Run folder of `medseg train`."),
-    inputs: list[Path] = typer.Argument(..., help="Image files or folders of images."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks and overlays."),
-    format: str = typer.Option("native", help="native (the training masks' encoding) | index (class ids) | color."),
-    overlay: bool = typer.Option(True, help="Also write <name>_overlay.png."),
+    inputs: list[Path] = typer.Argument(..., help="Image files or folders of images; for 3D runs volume files, folders of volumes, or DICOM series folders."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (and overlays)."),
+    format: str = typer.Option("native", help="2D: native (the training masks' encoding) | index (class ids) | color."),
+    overlay: bool = typer.Option(True, help="2D: also write <name>_overlay.png."),
     tta: bool = typer.Option(False, help="Mirroring test-time augmentation."),
+    save_probabilities: bool = typer.Option(False, help="3D: also write <case>_probabilities (one channel per class)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
-    """Predict a mask per image, at the image's original size."""
+    """Predict a mask per image, at the image's original size (3D: exactly on the input's grid)."""
+    from medseg.runfolder import read_run_info
+
+    if read_run_info(run).get("task") == "segmentation3d":
+        from medseg.inference.predictor3d import Predictor3D
+
+        predictor3d = Predictor3D.from_run(run, mirror=tta, device=device)
+        written, failed = predictor3d.predict_files(inputs, out, save_probabilities=save_probabilities)
+        _report(written, failed, out, "label maps")
+        return
+    if save_probabilities:
+        raise ConfigError("--save-probabilities applies to 3D runs only", path=run)
     from medseg.data.discovery import list_image_files
     from medseg.inference.predictor import Predictor2D
 
@@ -35,10 +47,14 @@ def predict(
         else:
             raise DataError("input not found", path=p)
     predictor = Predictor2D.from_run(run, mirror=tta, device=device)
-    written, failed = predictor.predict_files(files, out, fmt=format, overlays=overlay)
-    console.print(f"wrote {len(written)} masks to {out}", highlight=False)
+    written2d, failed2d = predictor.predict_files(files, out, fmt=format, overlays=overlay)
+    _report(written2d, failed2d, out, "masks")
+
+
+def _report(written: list, failed: list, out: Path, what: str) -> None:
+    console.print(f"wrote {len(written)} {what} to {out}", highlight=False)
     if failed:
-        console.print(f"[red]{len(failed)} file(s) failed:[/]")
+        console.print(f"[red]{len(failed)} input(s) failed:[/]")
         for path, why in failed:
             console.print(f"  {path}: {why}", highlight=False)
         raise typer.Exit(1)

@@ -1,4 +1,4 @@
-"""``medseg train DATA --out RUN``."""
+"""``medseg train DATA --out RUN``: 2D image folders, or 3D volume datasets (detected)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Optional
 import typer
 
 from medseg.cli.main import console
-from medseg.cli.options import parse_size
+from medseg.cli.options import parse_size, parse_size_3d, parse_spacing
 from medseg.errors import ConfigError
 
 
 def train(
-    data: Optional[Path] = typer.Argument(None, help="Data folder (images + masks). Not needed with --resume."),
+    data: Optional[Path] = typer.Argument(None, help="Data folder: 2D images + masks, or a 3D dataset (dataset.json, imagesTr/, or images/ + labels/ with volumes). Not needed with --resume."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder to create."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder after an interruption."),
     model: str = typer.Option("unet", help="Network name (see `medseg models`)."),
@@ -22,8 +22,12 @@ def train(
     dropout: Optional[float] = typer.Option(None, help="Bottleneck dropout rate."),
     size: Optional[str] = typer.Option(None, help="Resize images to HxW (e.g. 256 or 256x320); default keeps their size."),
     median: int = typer.Option(0, help="Median-filter size in pixels (0 = off)."),
-    normalize: str = typer.Option("zscore", help="zscore | minmax | none."),
+    normalize: str = typer.Option("zscore", "--normalize", "--normalization", help="zscore | minmax | none; 3D also ct (clip and scale by the training foreground's statistics)."),
     split: str = typer.Option("60/20/20", help="train/val/test percentages (or fractions)."),
+    split_file: Optional[Path] = typer.Option(None, help='3D: JSON {"train": [cases], "val": [cases]} fixing the split (case names or file names).'),
+    target_spacing: Optional[str] = typer.Option(None, help="3D: network grid spacing in mm, e.g. 1 or 0.8x0.8x2.5 (default: median of the training cases)."),
+    crop_nonzero: bool = typer.Option(True, help="3D: crop each volume to its non-zero box first."),
+    cache_dir: Optional[Path] = typer.Option(None, help="3D: folder for the preprocessed cases (default RUN/preprocessed)."),
     split_seed: int = typer.Option(0, help="Seed of the split."),
     images: Optional[str] = typer.Option(None, help="Image subfolder (detected by default)."),
     masks: Optional[str] = typer.Option(None, help="Mask subfolder (detected by default)."),
@@ -35,8 +39,8 @@ def train(
     num_classes: Optional[int] = typer.Option(None, help="Expected number of classes incl. background."),
     epochs: int = typer.Option(500, help="Maximum epochs."),
     iterations: int = typer.Option(50, help="Training steps per epoch."),
-    batch_size: int = typer.Option(8, help="Patches per step."),
-    patch_size: Optional[str] = typer.Option(None, help="Training patch HxW; default: whole images up to 128 px a side on CPU (256 on GPU)."),
+    batch_size: Optional[int] = typer.Option(None, help="Patches per step (default 8 in 2D; 3D: 2 on CPU, 4 on GPU)."),
+    patch_size: Optional[str] = typer.Option(None, help="Training patch: HxW in 2D, XxYxZ in 3D (one number: all axes); default: whole images up to 128 px a side on CPU (256 on GPU), in 3D the median volume up to 128 per axis."),
     lr: float = typer.Option(1e-3, help="Learning rate."),
     optimizer: str = typer.Option("adam", help="adam | adamw | sgd."),
     schedule: str = typer.Option("cosine", help="constant | cosine | poly."),
@@ -48,37 +52,65 @@ def train(
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     augment: bool = typer.Option(True, help="Flips, rotation/scaling and intensity augmentation."),
 ) -> None:
-    """Train a segmentation model on a folder of images and masks."""
+    """Train a segmentation model on a folder of images and masks, or on a 3D volume dataset."""
     from medseg.cli.progress import TrainProgress
     from medseg.data.dataset2d import DataOptions2D
+    from medseg.data.layouts import is_volume_dataset
     from medseg.data.preprocess2d import Preprocess2D
     from medseg.data.split import parse_fractions
+    from medseg.runfolder import read_run_info
     from medseg.training.config import TrainConfig, parse_duration
     from medseg.training.run2d import TrainSetup2D, setup_from_run, train_2d
+    from medseg.training.run3d import TrainSetup3D, setup_from_run_3d, train_3d
 
     if resume is not None:
-        setup = setup_from_run(resume)
+        task = read_run_info(resume, require_model=False).get("task")
+        setup = setup_from_run_3d(resume) if task == "segmentation3d" else setup_from_run(resume)
     else:
         if data is None or out is None:
             raise ConfigError("give a data folder and --out RUN (or --resume RUN)", hint="medseg train DATA --out RUN")
-        psize = parse_size(patch_size)
-        setup = TrainSetup2D(
-            data=str(data), out=str(out),
-            data_options=DataOptions2D(images, masks, fov, pair_pattern, group_pattern, groups_csv, label_colors, num_classes),
-            preprocess=Preprocess2D(size=parse_size(size), median=median, normalize=normalize),
-            split=parse_fractions(split), split_seed=split_seed, model=model,
-            model_kwargs={"features": features, "depth": depth, "dropout": dropout},
-            train=TrainConfig(
-                patch_size=psize or (128, 128), batch_size=batch_size, iterations_per_epoch=iterations, max_epochs=epochs,
-                time_budget=parse_duration(time_budget), optimizer=optimizer, lr=lr, schedule=schedule,
-                patience=patience, monitor=monitor, seed=seed, device=device, threads=threads, augment=augment,
-            ),
-            auto_patch=psize is None,
+        volumes = is_volume_dataset(data)
+        psize = parse_size_3d(patch_size) if volumes else parse_size(patch_size)
+        train_cfg = TrainConfig(
+            patch_size=psize or ((64, 64, 64) if volumes else (128, 128)), batch_size=batch_size or 8,
+            iterations_per_epoch=iterations, max_epochs=epochs, time_budget=parse_duration(time_budget),
+            optimizer=optimizer, lr=lr, schedule=schedule, patience=patience, monitor=monitor, seed=seed,
+            device=device, threads=threads, augment=augment,
         )
-        setup.model_kwargs = {k: v for k, v in setup.model_kwargs.items() if v is not None}
+        model_kwargs = {k: v for k, v in {"features": features, "depth": depth, "dropout": dropout}.items() if v is not None}
+        if volumes:
+            two_d = {"--size": size, "--median": median or None, "--images": images, "--masks": masks, "--fov": fov,
+                     "--pair-pattern": pair_pattern, "--group-pattern": group_pattern, "--groups-csv": groups_csv,
+                     "--label-colors": label_colors, "--num-classes": num_classes}
+            given = [k for k, v in two_d.items() if v is not None]
+            if given:
+                raise ConfigError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to 2D image folders, "
+                                  f"but {data} is a 3D dataset", hint="leave them out")
+            setup = TrainSetup3D(
+                data=str(data), out=str(out), target_spacing=parse_spacing(target_spacing), normalization=normalize,
+                crop_to_nonzero=crop_nonzero, split_file=str(split_file) if split_file else None,
+                split=parse_fractions(split), split_seed=split_seed, model=model, model_kwargs=model_kwargs,
+                train=train_cfg, auto_patch=psize is None, auto_batch=batch_size is None,
+                cache_dir=str(cache_dir) if cache_dir else None,
+            )
+        else:
+            three_d = {"--split-file": split_file, "--target-spacing": target_spacing, "--cache-dir": cache_dir,
+                       "--no-crop-nonzero": None if crop_nonzero else True}
+            given = [k for k, v in three_d.items() if v is not None]
+            if given:
+                raise ConfigError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to 3D datasets, "
+                                  f"but {data} holds 2D images", hint="leave them out, or point to a 3D dataset folder")
+            setup = TrainSetup2D(
+                data=str(data), out=str(out),
+                data_options=DataOptions2D(images, masks, fov, pair_pattern, group_pattern, groups_csv, label_colors, num_classes),
+                preprocess=Preprocess2D(size=parse_size(size), median=median, normalize=normalize),
+                split=parse_fractions(split), split_seed=split_seed, model=model, model_kwargs=model_kwargs,
+                train=train_cfg, auto_patch=psize is None,
+            )
+    run = train_3d if isinstance(setup, TrainSetup3D) else train_2d
     hint = f"budget {setup.train.time_budget:.0f}s" if setup.train.time_budget else f"{setup.train.max_epochs} epochs max"
     with TrainProgress(console, hint) as progress:
-        result = train_2d(setup, callbacks=progress, resume=resume is not None)
+        result = run(setup, callbacks=progress, resume=resume is not None)
     console.print(
         f"[green]done[/]: {result.epochs} epochs in {result.elapsed:.0f} s, stopped by {result.stopped_by}; "
         f"best epoch {result.best_epoch} ({setup.train.monitor} {result.best_score:.4f})\nrun folder: {setup.out}",

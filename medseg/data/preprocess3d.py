@@ -12,12 +12,16 @@ a function also accepts an array without the channel axis, it says so.
   by per-class linear interpolation of the one-hot encoding (or nearest);
   anisotropic data (max/min spacing > 3) is resampled in-plane with that order
   and along the low-resolution axis with nearest neighbour, as nnU-Net does.
+- :class:`Preprocess3D`: the three steps above as one saved configuration, applied
+  alike at training and at prediction; :meth:`Preprocess3D.restore` maps network
+  output back onto the input's own grid.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -355,3 +359,101 @@ def resample(
     n = len(old_spacing)
     shape = target_shape(array.shape[-n:], old_spacing, new_spacing)
     return resample_to_shape(array, shape, order, is_label, spacing=old_spacing, **kwargs)
+
+
+# --------------------------------------------------------------------------- the whole chain
+
+#: z-score inside the non-zero mask when cropping keeps less than this share of the voxels
+MASK_NORM_BELOW = 0.75
+
+
+@dataclass
+class Preprocess3D:
+    """How a raw volume ``(C, x, y, z)`` becomes network input, and back.
+
+    ``image``/``case``: crop to the non-zero box (``crop_to_nonzero``) →
+    :func:`normalize` → :func:`resample` to ``target_spacing``. ``restore``
+    resamples class probabilities back to the cropped shape (linear), takes the
+    argmax and uncrops, so the result lies exactly on the input's grid.
+
+    With ``zscore`` (on every channel) and cropping, a case whose non-zero box keeps
+    less than ``mask_norm_below`` of its voxels (a zero background around the body or
+    a skull-stripped brain) is z-scored inside its non-zero mask and zero outside, as
+    nnU-Net does; nnU-Net decides this per dataset, here it is decided per case by the
+    same rule, so training and prediction agree.
+
+    Attributes:
+        target_spacing: spacing (mm) of the network grid, in array axis order ``(x, y, z)``.
+        normalization: one of :data:`NORMALIZATION_SCHEMES`, or one per channel.
+        stats: per-channel foreground statistics for ``ct`` (see :func:`intensity_stats`).
+        crop_to_nonzero: crop to the bounding box of non-zero voxels first.
+        mask_norm_below: see above (0 turns masked z-scoring off).
+    """
+
+    target_spacing: tuple[float, ...]
+    normalization: str | list[str] = "zscore"
+    stats: list[dict] | None = None
+    crop_to_nonzero: bool = True
+    mask_norm_below: float = MASK_NORM_BELOW
+
+    def __post_init__(self) -> None:
+        self.target_spacing = tuple(float(s) for s in self.target_spacing)
+        if len(self.target_spacing) != 3 or min(self.target_spacing) <= 0:
+            raise ConfigError(f"target spacing must be three positive numbers, got {self.target_spacing}")
+        schemes = [self.normalization] if isinstance(self.normalization, str) else list(self.normalization)
+        for s in schemes:
+            if s not in NORMALIZATION_SCHEMES:
+                raise ConfigError(f"unknown normalization '{s}'", hint=f"choose one of: {', '.join(NORMALIZATION_SCHEMES)}")
+        if "ct" in schemes and not self.stats:
+            raise ConfigError('"ct" normalization needs dataset intensity statistics')
+
+    def _prepare(self, image: np.ndarray, spacing: Sequence[float], label: np.ndarray | None):
+        full = tuple(image.shape[1:])
+        if self.crop_to_nonzero:
+            image, label, bbox = crop_to_nonzero(image, label)
+        else:
+            bbox = [(0, s) for s in full]
+        mask = None
+        all_zscore = all(s == "zscore" for s in _per_channel(self.normalization, image.shape[0], "normalization"))
+        if all_zscore and self.crop_to_nonzero and image[0].size < self.mask_norm_below * np.prod(full):
+            mask = nonzero_mask(image)
+        x = normalize(image, self.normalization, self.stats, mask=mask)
+        x = resample(x, spacing, self.target_spacing)
+        y = None if label is None else resample(label, spacing, self.target_spacing, is_label=True)
+        ctx = {"full_shape": list(full), "bbox": [list(b) for b in bbox], "spacing": [float(s) for s in spacing],
+               "masked_norm": mask is not None}
+        return x, y, ctx
+
+    def image(self, image: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, dict]:
+        """``(C, x, y, z)`` raw → float32 network input, plus what :meth:`restore` needs."""
+        x, _, ctx = self._prepare(np.asarray(image), spacing, None)
+        return x, ctx
+
+    def case(self, image: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray, dict]:
+        """A training case: image and its label map ``(1, x, y, z)`` (values kept) through the same steps."""
+        return self._prepare(np.asarray(image), spacing, np.asarray(label))
+
+    def restore(self, probs: np.ndarray, ctx: dict, probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities ``(K, *network grid)`` → class ids ``(x, y, z)`` uint8 on the input grid.
+
+        With ``probabilities``, also the probabilities on the input grid ``(K, x, y, z)``
+        (outside the crop: background 1).
+        """
+        bbox = [tuple(b) for b in ctx["bbox"]]
+        cropped = tuple(b - a for a, b in bbox)
+        p = resample_to_shape(np.asarray(probs, dtype=np.float32), cropped, order=1, spacing=self.target_spacing)
+        ids = uncrop(np.argmax(p, axis=0).astype(np.uint8), bbox, ctx["full_shape"])
+        if not probabilities:
+            return ids, None
+        full = np.zeros((p.shape[0], *ctx["full_shape"]), dtype=np.float32)
+        full[0] = 1.0
+        full[(slice(None), *(slice(a, b) for a, b in bbox))] = p
+        return ids, full
+
+    def to_json(self) -> dict:
+        return {"target_spacing": list(self.target_spacing), "normalization": self.normalization, "stats": self.stats,
+                "crop_to_nonzero": self.crop_to_nonzero, "mask_norm_below": self.mask_norm_below}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Preprocess3D":
+        return cls(**d)

@@ -3,7 +3,8 @@
 Per image and class: Dice and IoU; per image: pixel accuracy. A field-of-view
 mask, when the data has one, restricts every metric to the pixels inside it.
 Writes ``evaluation/per_image.csv`` and ``evaluation/summary.json`` in the run
-folder (or ``out``), and overlays of the best and worst images.
+folder (or ``out``), and overlays of the best and worst images. 3D runs are
+evaluated by :mod:`medseg.evaluation.evaluate_run3d` (chosen by the run's task).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from medseg.data.dataset2d import DataOptions2D
 from medseg.data.discovery import Case2D, discover_cases
 from medseg.data.labels import read_mask
-from medseg.errors import DataError, RunFolderError
+from medseg.errors import ConfigError, DataError, RunFolderError
 from medseg.evaluation.overlap import confusion_matrix, mean_foreground, scores_from_confusion
 from medseg.inference.predictor import Predictor2D
 from medseg.io import read_image
@@ -49,6 +50,38 @@ def _stats(values: list[float]) -> dict[str, float | int]:
     return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
 
 
+def write_rows_csv(path: Path, rows: list[dict]) -> None:
+    """One row per image or case; floats with 6 decimals."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    for r in rows:
+        w.writerow({kk: (f"{v:.6f}" if isinstance(v, float) else v) for kk, v in r.items()})
+    write_text(path, buf.getvalue())
+
+
+def summarize(rows: list[dict], pooled: np.ndarray, names: list[str], source: str, mirror: bool) -> dict:
+    """Mean/std per class of the rows' ``dice_<name>``/``iou_<name>``, plus pooled scores."""
+    pooled_scores = scores_from_confusion(pooled)
+    return {
+        "source": source,
+        "images": len(rows),
+        "fov_restricted": sum(r.get("fov", 0) for r in rows),
+        "mirror_tta": mirror,
+        "accuracy": _stats([r["accuracy"] for r in rows]),
+        "mean_dice": _stats([r["mean_dice"] for r in rows]),
+        "classes": {
+            names[c]: {
+                "dice": _stats([r[f"dice_{names[c]}"] for r in rows]),
+                "iou": _stats([r[f"iou_{names[c]}"] for r in rows]),
+                "dice_pooled": float(pooled_scores["dice"][c]),
+                "iou_pooled": float(pooled_scores["iou"][c]),
+            }
+            for c in range(1, len(names))
+        },
+    }
+
+
 def evaluate_run(
     run_dir: str | Path,
     data: str | Path | None = None,
@@ -62,6 +95,12 @@ def evaluate_run(
     """Evaluate and write the CSV/JSON; returns the summary dict."""
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
+    if info.get("task") == "segmentation3d":
+        from medseg.evaluation.evaluate_run3d import evaluate_run_3d
+
+        if fov:
+            raise ConfigError("--fov applies to 2D runs only", path=run_dir)
+        return evaluate_run_3d(run_dir, data, out=out, mirror=mirror, on_case=on_case)
     predictor = Predictor2D.from_run(run_dir, mirror=mirror)
     scheme, k = predictor.scheme, predictor.scheme.num_classes
     if data is None:
@@ -99,31 +138,8 @@ def evaluate_run(
         if on_case:
             on_case(case.key)
 
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    for r in rows:
-        w.writerow({kk: (f"{v:.6f}" if isinstance(v, float) else v) for kk, v in r.items()})
-    write_text(out_dir / "per_image.csv", buf.getvalue())
-
-    pooled_scores = scores_from_confusion(pooled)
-    summary = {
-        "source": source,
-        "images": len(rows),
-        "fov_restricted": sum(r["fov"] for r in rows),
-        "mirror_tta": mirror,
-        "accuracy": _stats([r["accuracy"] for r in rows]),
-        "mean_dice": _stats([r["mean_dice"] for r in rows]),
-        "classes": {
-            scheme.names[c]: {
-                "dice": _stats([r[f"dice_{scheme.names[c]}"] for r in rows]),
-                "iou": _stats([r[f"iou_{scheme.names[c]}"] for r in rows]),
-                "dice_pooled": float(pooled_scores["dice"][c]),
-                "iou_pooled": float(pooled_scores["iou"][c]),
-            }
-            for c in range(1, k)
-        },
-    }
+    write_rows_csv(out_dir / "per_image.csv", rows)
+    summary = summarize(rows, pooled, scheme.names, source, mirror)
     write_json(out_dir / "summary.json", summary)
     if overlays:
         _write_overlays(out_dir / "overlays", kept, predictor.colors, overlays)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from medseg.data.augment import BatchAugment
 from medseg.data.sampling import PatchSampler
+from medseg.errors import ConfigError
 from medseg.evaluation.overlap import OverlapMetric, mean_foreground, scores_from_confusion, confusion_matrix
 from medseg.inference.sliding_window import predict_probabilities
 from medseg.io.weights import save_model
@@ -147,7 +148,17 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with autocast:
-            out = self.model(x)
+            try:
+                out = self.model(x)
+            except ValueError as e:
+                if "spatial element" not in str(e):
+                    raise
+                div = getattr(self.model, "size_divisor", "?")
+                raise ConfigError(
+                    f"patch {tuple(self.cfg.patch_size)} is too small for this network: it downsamples by {div}, "
+                    "leaving a 1-pixel bottleneck that its normalisation cannot handle",
+                    hint="use larger images or --patch-size / --size, or a shallower network (--depth)",
+                ) from None
             loss = self.loss_fn(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -169,7 +180,7 @@ class Trainer:
         losses, dices = [], []
         for image, label in self.val_cases:
             probs = predict_probabilities(
-                self.model, torch.from_numpy(np.asarray(image)), self.cfg.patch_size, overlap=self.cfg.val_overlap, batch_size=8
+                self.model, torch.from_numpy(np.array(image, dtype=np.float32)), self.cfg.patch_size, overlap=self.cfg.val_overlap, batch_size=8
             ).cpu()
             target = torch.from_numpy(np.asarray(label, dtype=np.int64))
             losses.append(validation_loss(probs, target))

@@ -19,10 +19,10 @@ from medseg.data.labels import LabelScheme
 from medseg.data.preprocess2d import Preprocess2D
 from medseg.data.sampling import PatchSampler
 from medseg.data.split import split_cases
-from medseg.errors import ConfigError, DataError, RunFolderError
+from medseg.errors import ConfigError, DataError
 from medseg.io.atomic import write_json
 from medseg.models import create_model
-from medseg.runfolder import RUN_FILE, write_run_info
+from medseg.runfolder import check_new_run_folder, write_run_info
 from medseg.training.config import TrainConfig
 from medseg.training.engine import Callbacks, Trainer, TrainResult, resolve_device
 
@@ -72,11 +72,8 @@ def _load(cases, pre: Preprocess2D, scheme: LabelScheme) -> list:
 
 def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bool = False) -> TrainResult:
     out = Path(setup.out)
-    if not resume and (out / RUN_FILE).exists() and (out / "checkpoints" / "last.json").exists():
-        raise RunFolderError(
-            "this folder already holds a training run", path=out,
-            hint="resume it with `medseg train --resume RUN`, or choose a new --out folder",
-        )
+    if not resume:
+        check_new_run_folder(out)
     ds = prepare_dataset(setup.data, setup.data_options)
     if ds.scheme.num_classes < 2:
         raise DataError("the masks hold a single class; segmentation needs at least background and one class", path=setup.data)
@@ -142,14 +139,7 @@ def setup_from_run(run_dir: str | Path) -> TrainSetup2D:
     from medseg.runfolder import read_run_info
 
     run_dir = Path(run_dir)
-    try:
-        info = read_run_info(run_dir)
-    except RunFolderError as e:
-        if "no trained model yet" not in e.message:
-            raise
-        import json
-
-        info = json.loads((run_dir / RUN_FILE).read_text())
+    info = read_run_info(run_dir, require_model=False)
     split = info["split"]
     return TrainSetup2D(
         data=info["data"], out=str(run_dir), data_options=DataOptions2D(**info["data_options"]),
