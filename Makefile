@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 DEMO   ?= demo_out
 
-.PHONY: venv demo test bench-drive clean
+.PHONY: venv demo test bench-drive bench-hippocampus clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,9 @@ test: venv
 
 bench-drive: venv
 	$(BIN)/python benchmarks/drive_unet.py --budget 15m -- --monitor val_dice
+
+bench-hippocampus: venv
+	$(BIN)/python benchmarks/hippocampus_unet.py --budget 30m -- --monitor val_dice
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

@@ -286,3 +286,20 @@ def test_predict_a_dicom_series_folder(blob_run, tmp_path):
     np.testing.assert_allclose(labels.geometry.spacing, ref.geometry.spacing, rtol=1e-6)
     np.testing.assert_allclose(labels.geometry.origin, ref.geometry.origin, atol=1e-5)
     np.testing.assert_allclose(labels.geometry.direction, ref.geometry.direction, atol=1e-6)
+
+
+def test_empty_labels_are_allowed_and_named_in_a_warning(tmp_path, caplog):
+    import logging
+
+    from medseg.data.cache import PreprocessedCache
+    from medseg.data.dataset3d import preprocess_cases
+    from medseg.data.layouts import discover_volume_cases
+
+    data = write_msd_dataset(tmp_path / "blobs", n=3)
+    label = read_image(data / "labelsTr" / "case_001.nii.gz")
+    write_image(data / "labelsTr" / "case_001.nii.gz", np.zeros_like(label.array), label.geometry)
+    cases, _ = discover_volume_cases(data)
+    with caplog.at_level(logging.WARNING, logger="medseg"):
+        out = preprocess_cases(cases, Preprocess3D(target_spacing=(1.2, 1.0, 2.5)), PreprocessedCache(tmp_path / "cache"))
+    assert len(out) == 3
+    assert "empty label" in caplog.text and "case_001" in caplog.text and "case_000" not in caplog.text

@@ -224,9 +224,15 @@ def preprocess_cases(
         return x, y, meta
 
     out = []
+    empty = []
     for case in cases:
         inputs = [*case.images, *([case.label] if case.label else [])]
         out.append(cache.get_or_make(case.key, inputs, config, lambda c=case: make(c)))
+        if not any(v != 0 for v in out[-1].meta.get("values", [0])):
+            empty.append(case.key)
+    if empty:  # allowed (e.g. healthy controls), but worth knowing
+        log.warning("%d case(s) with an empty label (background only): %s", len(empty),
+                    ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else ""))
     log.info("%d case(s) preprocessed in %.0f s (%d from the cache in %s)", len(out), time.perf_counter() - t0,
              len(out) - made, cache.folder)
     return out
