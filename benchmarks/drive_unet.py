@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.machine import describe  # noqa: E402
+from benchmarks.common import describe, run_medseg as medseg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVE = ROOT.parent / "shared" / "datasets" / "drive"
 
-
-def medseg(*args: str) -> float:
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "medseg", *args], check=True)
-    return time.perf_counter() - t
 
 
 def main() -> None:

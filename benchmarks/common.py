@@ -1,4 +1,4 @@
-"""A one-line description of the machine, printed with every benchmark."""
+"""Shared by the benchmark scripts: the machine description and running `medseg`."""
 
 from __future__ import annotations
 
@@ -24,3 +24,14 @@ def describe() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {gpu}; "
             f"Python {platform.python_version()}, torch {torch.__version__}, torch threads {torch.get_num_threads()}")
+
+
+def run_medseg(*args: str) -> float:
+    """Run ``python -m medseg ARGS`` (checking its exit status); return its wall-clock seconds."""
+    import subprocess
+    import sys
+    import time
+
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "medseg", *args], check=True)
+    return time.perf_counter() - t
