@@ -34,11 +34,6 @@ def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
     raise ConfigError(f"cannot map an image with {c} channels to {channels}")
 
 
-def image_channels(arr: np.ndarray) -> int:
-    """Colour channels of a reader array, alpha excluded (1 or 3)."""
-    return 3 if arr.shape[0] >= 3 else 1
-
-
 @dataclass
 class Preprocess2D:
     """How raw 2D images become network input.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.dataset2d import DataOptions2D
+from medseg.data.dataset2d import DataOptions2D, read_fov
 from medseg.data.discovery import Case2D, discover_cases
 from medseg.data.labels import read_mask
 from medseg.errors import ConfigError, DataError, RunFolderError
@@ -121,8 +121,6 @@ def evaluate_run(
             raise DataError(f"mask size {truth.shape[::-1]} differs from image size {img.spatial_shape[::-1]}", path=case.masks[0])
         region = None
         if case.fov is not None:
-            from medseg.data.dataset2d import read_fov
-
             region = read_fov(case.fov, img.spatial_shape)
         pred = predictor.predict(img).labels
         cm = confusion_matrix(pred, truth, k, region)

@@ -60,8 +60,11 @@ class OverlapMetric:
     def reset(self) -> None:
         self.cm = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
 
-    def update(self, pred, target, mask=None) -> None:
-        self.cm += confusion_matrix(pred, target, self.num_classes, mask)
+    def update(self, pred, target, mask=None) -> np.ndarray:
+        """Add one batch or image; returns its own confusion matrix (for per-image scores)."""
+        cm = confusion_matrix(pred, target, self.num_classes, mask)
+        self.cm += cm
+        return cm
 
     def aggregate(self) -> dict[str, np.ndarray | float]:
         return scores_from_confusion(self.cm)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from medseg.data.augment import BatchAugment
 from medseg.data.sampling import PatchSampler
 from medseg.errors import ConfigError
-from medseg.evaluation.overlap import OverlapMetric, mean_foreground, scores_from_confusion, confusion_matrix
+from medseg.evaluation.overlap import OverlapMetric, mean_foreground, scores_from_confusion
 from medseg.inference.sliding_window import predict_probabilities
 from medseg.io.weights import save_model
 from medseg.training.checkpoint import load_state, save_state
@@ -70,9 +70,10 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 def validation_loss(probs: torch.Tensor, target: torch.Tensor) -> float:
     """Dice+CE of class probabilities ``(K, *S)`` against ``target`` ``(*S)``."""
-    ce = F.nll_loss(torch.log(probs.clamp_min(1e-8))[None], target[None].long())
+    log_probs = torch.log(probs.clamp_min(1e-8))[None]
+    ce = F.nll_loss(log_probs, target[None].long())
     # soft_dice_loss takes logits; log-probabilities give back the same softmax
-    dice = soft_dice_loss(torch.log(probs.clamp_min(1e-8))[None], target[None])
+    dice = soft_dice_loss(log_probs, target[None])
     return float(ce + dice)
 
 
@@ -185,8 +186,8 @@ class Trainer:
             target = torch.from_numpy(np.asarray(label, dtype=np.int64))
             losses.append(validation_loss(probs, target))
             pred = probs.argmax(0)
-            metric.update(pred, target)
-            dices.append(mean_foreground(scores_from_confusion(confusion_matrix(pred, target, self.num_classes))["dice"]))
+            cm = metric.update(pred, target)
+            dices.append(mean_foreground(scores_from_confusion(cm)["dice"]))
         agg = metric.aggregate()
         row = {"val_loss": float(np.mean(losses)), "val_accuracy": agg["accuracy"], "val_dice": float(np.nanmean(dices)) if not all(map(math.isnan, dices)) else float("nan")}
         for k in range(1, self.num_classes):
