@@ -115,5 +115,5 @@ def test_bad_duration(tmp_path, capsys):
 def test_patch_too_small_for_the_network(tmp_path, capsys):
     data = write_disc_dataset(tmp_path / "d", n=4, size=32)
     err = fails(capsys, "train", data, "--out", tmp_path / "run", "--split", "50/25/25", "--size", "16",
-                "--epochs", "1", "--iterations", "1", "--batch-size", "2", "--features", "4")
+                "--epochs", "1", "--iterations", "1", "--batch-size", "2", "--features", "4", "--depth", "4")
     assert "too small" in err and "--patch-size" in err

@@ -47,6 +47,8 @@ def test_compare_three_models(phantom, tmp_path, capsys):
         assert r["error"] == ""
         assert math.isfinite(float(r["mean_dice"])) and 0.0 <= float(r["mean_dice"]) <= 1.0
         assert math.isfinite(float(r["iou_mean"]))
+        hd95 = float(r["hd95_mean"] or "nan")  # NaN only when no test image has both masks of any class
+        assert math.isnan(hd95) or hd95 >= 0
         assert int(r["params"]) > 0 and int(r["epochs"]) == 1
         assert float(r["inference_ms"]) > 0 and float(r["train_seconds"]) > 0
         assert {"dice_body", "dice_lung", "dice_tumour"} <= set(r)

@@ -28,10 +28,10 @@ def print_comparison(rows: list[dict], title: str) -> None:
         classes += [k for k in r if k.startswith("dice_") and k not in classes]
     table = Table(
         title=title, box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False,
-        caption="test split: Dice per class, mean Dice and IoU over classes (means over images); ms: inference per image",
+        caption="test split: Dice per class, mean Dice, IoU and HD95 (pixels/mm) over classes (means over images); ms: inference per image",
     )
     table.add_column("model", no_wrap=True)
-    for col in ("params", "train s", "epochs", *(c[5:] for c in classes), "Dice", "IoU", "ms"):
+    for col in ("params", "train s", "epochs", *(c[5:] for c in classes), "Dice", "IoU", "HD95", "ms"):
         table.add_column(col, justify="right", min_width=6 if col == "params" else None)
     ok = [r for r in rows if not r.get("error") and not math.isnan(r["mean_dice"])]
     best = max((r["mean_dice"] for r in ok), default=None)
@@ -44,7 +44,7 @@ def print_comparison(rows: list[dict], title: str) -> None:
             r["model"], f"{r['params'] / 1e6:.2f}M", _num(r["train_seconds"], ".1f"), str(r["epochs"]),
             *(_num(r.get(c), ".3f") for c in classes),
             f"[bold]{dice}[/]" if r["mean_dice"] == best and len(ok) > 1 else dice, _num(r["iou_mean"], ".3f"),
-            _num(r["inference_ms"], ".1f"),
+            _num(r.get("hd95_mean"), ".2f"), _num(r["inference_ms"], ".1f"),
         )
     console.print(table)
     for r in rows:

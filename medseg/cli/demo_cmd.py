@@ -56,6 +56,9 @@ def demo(
     console.rule("4/5 evaluate on the held-out test patients")
     summary = evaluate_run(run)
     print_summary(summary)
+    from medseg.evaluation.report import write_report
+
+    report = write_report(run)
     console.rule("5/5 predict")
     split = json.loads((run / "split.json").read_text())
     files = [Path(e["image"]) for e in split["test"][:4]]
@@ -64,7 +67,7 @@ def demo(
     console.rule("done")
     console.print(
         f"test mean Dice {summary['mean_dice']['mean']:.3f}\n"
-        f"outputs: {out.resolve()}\n  run folder {run} (model, history.csv, plots/, evaluation/)\n"
+        f"outputs: {out.resolve()}\n  run folder {run} (model, history.csv, plots/, evaluation/)\n  report {report}\n"
         f"  preview {out / 'preview.png'}\n  predictions {preds}",
         highlight=False,
     )

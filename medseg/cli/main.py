@@ -42,7 +42,7 @@ def _global(
 
 
 def _register() -> None:
-    from medseg.cli import compare_cmd, data_cmds, demo_cmd, eval_cmd, models_cmd, predict_cmd, train_cmd
+    from medseg.cli import calibrate_cmd, compare_cmd, data_cmds, demo_cmd, eval_cmd, models_cmd, predict_cmd, report_cmd, train_cmd
 
     app.command("synth")(data_cmds.synth)
     app.command("show")(data_cmds.show)
@@ -52,6 +52,12 @@ def _register() -> None:
     app.command("models")(models_cmd.models)
     app.command("demo")(demo_cmd.demo)
     app.command("compare")(compare_cmd.compare)
+    from medseg.cli import plan_cmds
+
+    app.command("inspect")(plan_cmds.inspect)
+    app.command("plan")(plan_cmds.plan)
+    app.command("calibrate")(calibrate_cmd.calibrate)
+    app.command("report")(report_cmd.report)
 
 
 _register()

@@ -18,17 +18,24 @@ def predict(
     overlay: bool = typer.Option(True, help="2D: also write <name>_overlay.png."),
     tta: bool = typer.Option(False, help="Mirroring test-time augmentation."),
     save_probabilities: bool = typer.Option(False, help="3D: also write <case>_probabilities (one channel per class)."),
+    uncertainty: bool = typer.Option(False, help="Also write each input's entropy map (3D: <case>_entropy, float32 on the input grid; "
+                                     "2D: <name>_entropy.png 8-bit 0..255 and <name>_entropy.npy float32; 0 certain, 1 uniform) "
+                                     "and uncertainty.csv with a per-case score. Implies --tta."),
+    calibration: bool = typer.Option(True, help="Apply the run's fitted temperature (RUN/calibration.json, `medseg calibrate`) "
+                                     "to the probabilities; labels are unchanged."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Predict a mask per image, at the image's original size (3D: exactly on the input's grid)."""
     from medseg.runfolder import read_run_info
 
+    tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
+
     if read_run_info(run).get("task") == "segmentation3d":
         from medseg.inference.predictor3d import Predictor3D
 
-        predictor3d = Predictor3D.from_run(run, mirror=tta, device=device)
-        written, failed = predictor3d.predict_files(inputs, out, save_probabilities=save_probabilities)
-        _report(written, failed, out, "label maps")
+        predictor3d = Predictor3D.from_run(run, mirror=tta, device=device, calibration=calibration)
+        written, failed = predictor3d.predict_files(inputs, out, save_probabilities=save_probabilities, uncertainty=uncertainty)
+        _report(written, failed, out, "label maps", uncertainty)
         return
     if save_probabilities:
         raise ConfigError("--save-probabilities applies to 3D runs only", path=run)
@@ -46,13 +53,17 @@ def predict(
             files.append(p)
         else:
             raise DataError("input not found", path=p)
-    predictor = Predictor2D.from_run(run, mirror=tta, device=device)
-    written2d, failed2d = predictor.predict_files(files, out, fmt=format, overlays=overlay)
-    _report(written2d, failed2d, out, "masks")
+    predictor = Predictor2D.from_run(run, mirror=tta, device=device, calibration=calibration)
+    written2d, failed2d = predictor.predict_files(files, out, fmt=format, overlays=overlay, uncertainty=uncertainty)
+    _report(written2d, failed2d, out, "masks", uncertainty)
 
 
-def _report(written: list, failed: list, out: Path, what: str) -> None:
+def _report(written: list, failed: list, out: Path, what: str, uncertainty: bool = False) -> None:
     console.print(f"wrote {len(written)} {what} to {out}", highlight=False)
+    if uncertainty and written:
+        from medseg.inference.uncertainty import UNCERTAINTY_CSV
+
+        console.print(f"entropy maps beside them (<name>_entropy*), per-case scores in {out / UNCERTAINTY_CSV}", highlight=False)
     if failed:
         console.print(f"[red]{len(failed)} input(s) failed:[/]")
         for path, why in failed:

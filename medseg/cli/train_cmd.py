@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +14,7 @@ from medseg.errors import ConfigError
 
 
 def train(
+    ctx: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="Data folder: 2D images + masks, or a 3D dataset (dataset.json, imagesTr/, or images/ + labels/ with volumes). Not needed with --resume."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder to create."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder after an interruption."),
@@ -51,6 +53,12 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     augment: bool = typer.Option(True, help="Flips, rotation/scaling and intensity augmentation."),
+    checkpoint_every: str = typer.Option("5m", help="Interval of resumable checkpoints (also mid-epoch), e.g. 5m or 30s; one is also written at every new best score."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic algorithms and saved random states: a resumed run ends with the same weights as an uninterrupted one (epoch-based schedules)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (falls back to eager with a warning when that fails)."),
+    deep_supervision: Optional[bool] = typer.Option(None, "--deep-supervision/--no-deep-supervision", help="unet/resunet: also train outputs at lower scales (loss weights halving per scale, as nnU-Net)."),
+    plan: Optional[Path] = typer.Option(None, "--plan", help="Use this plan.json (see `medseg plan`); flags given here override single entries. Default: plan from the data, saved as RUN/plan.json."),
+    no_plan: bool = typer.Option(False, "--no-plan", help="Hand-set defaults instead of a plan (as before planning)."),
 ) -> None:
     """Train a segmentation model on a folder of images and masks, or on a 3D volume dataset."""
     from medseg.cli.progress import TrainProgress
@@ -59,10 +67,12 @@ def train(
     from medseg.data.preprocess2d import Preprocess2D
     from medseg.data.split import parse_fractions
     from medseg.runfolder import read_run_info
+    from medseg.training import distributed
     from medseg.training.config import TrainConfig, parse_duration
     from medseg.training.run2d import TrainSetup2D, setup_from_run, train_2d
     from medseg.training.run3d import TrainSetup3D, setup_from_run_3d, train_3d
 
+    distributed.init_from_env(device)  # a no-op unless launched by torchrun
     if resume is not None:
         task = read_run_info(resume, require_model=False).get("task")
         setup = setup_from_run_3d(resume) if task == "segmentation3d" else setup_from_run(resume)
@@ -75,7 +85,8 @@ def train(
             patch_size=psize or ((64, 64, 64) if volumes else (128, 128)), batch_size=batch_size or 8,
             iterations_per_epoch=iterations, max_epochs=epochs, time_budget=parse_duration(time_budget),
             optimizer=optimizer, lr=lr, schedule=schedule, patience=patience, monitor=monitor, seed=seed,
-            device=device, threads=threads, augment=augment,
+            device=device, threads=threads, augment=augment, checkpoint_every=parse_duration(checkpoint_every),
+            deterministic=deterministic, compile=compile_model,
         )
         model_kwargs = {k: v for k, v in {"features": features, "depth": depth, "dropout": dropout}.items() if v is not None}
         if volumes:
@@ -107,12 +118,54 @@ def train(
                 split=parse_fractions(split), split_seed=split_seed, model=model, model_kwargs=model_kwargs,
                 train=train_cfg, auto_patch=psize is None,
             )
+    if resume is None and not no_plan:
+        _apply_plan(setup, plan, _given_options(ctx))
+    elif plan is not None:
+        raise ConfigError("--plan cannot be combined with " + ("--resume" if resume is not None else "--no-plan"),
+                          hint="a resumed run keeps its own settings" if resume is not None else "leave one of them out")
+    if deep_supervision is not None and resume is None:
+        if setup.model not in ("unet", "resunet"):
+            raise ConfigError(f"--deep-supervision applies to unet and resunet, not {setup.model}", hint="leave it out")
+        setup.model_kwargs["deep_supervision"] = deep_supervision
     run = train_3d if isinstance(setup, TrainSetup3D) else train_2d
     hint = f"budget {setup.train.time_budget:.0f}s" if setup.train.time_budget else f"{setup.train.max_epochs} epochs max"
-    with TrainProgress(console, hint) as progress:
-        result = run(setup, callbacks=progress, resume=resume is not None)
+    main_rank = distributed.context().is_main  # under torchrun, rank 0 alone reports and writes
+    try:
+        with TrainProgress(console, hint) if main_rank else nullcontext() as progress:
+            result = run(setup, callbacks=progress, resume=resume is not None)
+    finally:
+        distributed.cleanup()
+    if not main_rank:
+        return
+    from medseg.evaluation.report import write_report
+
+    console.print(f"report: {write_report(setup.out)}", highlight=False)
     console.print(
         f"[green]done[/]: {result.epochs} epochs in {result.elapsed:.0f} s, stopped by {result.stopped_by}; "
         f"best epoch {result.best_epoch} ({setup.train.monitor} {result.best_score:.4f})\nrun folder: {setup.out}",
         highlight=False,
     )
+
+
+def _given_options(ctx: typer.Context) -> set[str]:
+    """Names of the options given on the command line (not left at their defaults)."""
+    return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+
+
+def _apply_plan(setup, plan_file: Optional[Path], given: set[str]) -> None:
+    """The plan (``--plan FILE``, or one made from the data with a progress bar) into ``setup``;
+    the options in ``given`` (given on the command line) override its entries."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from medseg.planning.apply import plan_for_training
+
+    with Progress(TextColumn("fingerprint"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("cases", total=None)
+        _, plan, overrides = plan_for_training(setup, plan_file, given,
+                                               progress=lambda done, total: bar.update(task, completed=done, total=total))
+    p = plan.sections
+    console.print(f"plan ({'from ' + str(plan_file) if plan_file else 'made from the data'}, saved as {setup.out}/plan.json): "
+                  f"{p['configuration']['value']}, patch {'x'.join(map(str, setup.train.patch_size))}, "
+                  f"batch {setup.train.batch_size}, {setup.model} depth {setup.model_kwargs.get('depth', '-')}"
+                  + (f"; overridden: {', '.join(overrides)}" if overrides else ""), highlight=False)

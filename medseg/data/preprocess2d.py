@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from medseg.errors import ConfigError
 
-NORMALIZATIONS = ("zscore", "minmax", "none")
+NORMALIZATIONS = ("zscore", "minmax", "none", "rgb")
 
 
 def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
@@ -34,6 +34,15 @@ def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
     raise ConfigError(f"cannot map an image with {c} channels to {channels}")
 
 
+def _pixel_range(arr: np.ndarray) -> float:
+    """The full range of the pixel type: 255 for uint8, 65535 for uint16; floats: 255 when above 1, else 1."""
+    if arr.dtype == bool:
+        return 1.0
+    if arr.dtype.kind in "ui":
+        return float(np.iinfo(arr.dtype).max)
+    return 255.0 if float(np.max(arr, initial=0.0)) > 1.0 else 1.0
+
+
 @dataclass
 class Preprocess2D:
     """How raw 2D images become network input.
@@ -42,7 +51,8 @@ class Preprocess2D:
         channels: network input channels (1 grayscale, 3 RGB); images are converted to it.
         size: ``(H, W)`` to resize to, or ``None`` to keep each image's own size.
         median: median-filter size in pixels (0 = off).
-        normalize: ``zscore`` per image and channel, ``minmax`` to 0..1, or ``none``.
+        normalize: ``zscore`` per image and channel, ``minmax`` to 0..1, ``rgb`` (the pixel type's
+            range to 0..1: uint8 / 255, uint16 / 65535), or ``none``.
     """
 
     channels: int = 1
@@ -58,7 +68,10 @@ class Preprocess2D:
 
     def image(self, arr: np.ndarray) -> np.ndarray:
         """(C,H,W) raw → float32 (channels, h, w) network input."""
+        full = _pixel_range(arr) if self.normalize == "rgb" else 1.0
         x = to_channels(arr, self.channels).astype(np.float32)
+        if self.normalize == "rgb":
+            x /= np.float32(full)
         if self.median > 1:
             x = ndimage.median_filter(x, size=(1, self.median, self.median))
         if self.size is not None and tuple(x.shape[1:]) != self.size:
@@ -66,7 +79,7 @@ class Preprocess2D:
             x = F.interpolate(t, size=self.size, mode="bilinear", align_corners=False, antialias=True)[0].numpy()
         return self._normalize(x)
 
-    def _normalize(self, x: np.ndarray) -> np.ndarray:
+    def _normalize(self, x: np.ndarray) -> np.ndarray:  # "rgb" is scaled in image(), from the pixel type
         if self.normalize == "zscore":
             mean = x.mean(axis=(1, 2), keepdims=True)
             std = x.std(axis=(1, 2), keepdims=True)

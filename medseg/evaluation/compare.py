@@ -46,7 +46,7 @@ CSV_NAME, JSON_NAME, PLOT_NAME = "comparison.csv", "comparison.json", "compariso
 
 #: Columns before the per-class Dice columns, and after them.
 _HEAD = ("model", "params", "train_seconds", "epochs", "best_epoch", "stopped_by")
-_TAIL = ("mean_dice", "iou_mean", "inference_ms", "test_images", "error")
+_TAIL = ("mean_dice", "iou_mean", "hd95_mean", "inference_ms", "test_images", "error")
 
 ProgressFactory = Callable[[str], AbstractContextManager]
 
@@ -203,18 +203,27 @@ def _run_one(setup, progress: ProgressFactory | None) -> dict:
         "model": name, "params": count_parameters(predictor.model), "train_seconds": float(result.elapsed),
         "epochs": int(result.epochs), "best_epoch": int(result.best_epoch), "stopped_by": result.stopped_by,
     }
-    ious = []
+    ious, hd95s = [], []
     for cls, stats in summary["classes"].items():
         row[f"dice_{cls}"] = stats["dice"]["mean"]
         ious.append(stats["iou"]["mean"])
+        hd95s.append(_mean_or_nan(stats.get("hd95")))
     finite = [v for v in ious if not math.isnan(v)]
+    finite_hd = [v for v in hd95s if not math.isnan(v)]
     row.update({
+        "hd95_mean": sum(finite_hd) / len(finite_hd) if finite_hd else float("nan"),
         "mean_dice": summary["mean_dice"]["mean"], "iou_mean": sum(finite) / len(finite) if finite else float("nan"),
         "inference_ms": ms, "test_images": summary["images"], "error": "", "_test_keys": keys,
     })
     log.info("%s: mean Dice %.4f, %d epochs in %.0f s, %.1f ms per image", name, row["mean_dice"], row["epochs"],
              row["train_seconds"], ms)
     return row
+
+
+def _mean_or_nan(stat: dict | None) -> float:
+    """``stat["mean"]`` of a summary entry, NaN when absent or null (no case had a finite value)."""
+    value = (stat or {}).get("mean")
+    return float("nan") if value is None else float(value)
 
 
 def inference_ms(run_dir: str | Path):

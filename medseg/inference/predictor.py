@@ -2,7 +2,11 @@
 
 ``Predictor2D.from_run(RUN)`` reads the model config, weights, preprocessing and
 label scheme from the run folder; ``predict(image)`` returns class ids and
-probabilities at the image's original size.
+probabilities at the image's original size. When the run folder holds a fitted
+temperature (``calibration.json``, written by ``medseg calibrate``) the
+probabilities are temperature-scaled (the labels never change; see
+:mod:`medseg.evaluation.calibration`); ``uncertainty=True`` adds the normalised
+entropy map and the per-case score (:mod:`medseg.inference.uncertainty`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from medseg.data.preprocess2d import Preprocess2D
 from medseg.errors import ConfigError, MedsegError
 from medseg.io import ImageData, read_image
 from medseg.io.weights import load_model
+from medseg.evaluation.calibration import apply_temperature, run_temperature
 from medseg.inference.sliding_window import predict_probabilities
+from medseg.inference.uncertainty import (UNCERTAINTY_CSV, CaseUncertainty, case_uncertainty, entropy_png, normalized_entropy,
+                                          save_npy, write_uncertainty_csv)
 from medseg.runfolder import read_run_info
 from medseg.training.engine import resolve_device
 
@@ -33,19 +40,25 @@ OUTPUT_FORMATS = ("native", "index", "color")
 @dataclass
 class Prediction:
     labels: np.ndarray        # (H, W) uint8 class ids at the original size
-    probabilities: np.ndarray  # (K, H, W) float32
+    probabilities: np.ndarray  # (K, H, W) float32 (temperature-scaled when the run is calibrated)
+    entropy: np.ndarray | None = None             # (H, W) float32 normalised entropy in [0, 1], when asked
+    uncertainty: CaseUncertainty | None = None   # the per-case score, when asked
 
 
 class Predictor2D:
     def __init__(self, model: torch.nn.Module, pre: Preprocess2D, scheme: LabelScheme, colors: list,
-                 patch_size: tuple[int, ...], overlap: float = 0.5, mirror: bool = False, device: str = "auto"):
+                 patch_size: tuple[int, ...], overlap: float = 0.5, mirror: bool = False, device: str = "auto",
+                 temperature: float | None = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.pre, self.scheme, self.colors = pre, scheme, [tuple(c) for c in colors]
         self.patch_size, self.overlap, self.mirror = tuple(patch_size), overlap, mirror
+        self.temperature = temperature
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, overlap: float = 0.5, mirror: bool = False, device: str = "auto") -> "Predictor2D":
+    def from_run(cls, run_dir: str | Path, *, overlap: float = 0.5, mirror: bool = False, device: str = "auto",
+                 calibration: bool = True) -> "Predictor2D":
+        """``calibration``: apply the temperature of ``RUN/calibration.json`` when there is one."""
         run_dir = Path(run_dir)
         info = read_run_info(run_dir)
         if info.get("task") != "segmentation2d":
@@ -54,19 +67,30 @@ class Predictor2D:
         scheme = LabelScheme.from_json(info["labels"])
         colors = info.get("display_colors") or scheme.colors()
         return cls(model, Preprocess2D.from_json(info["preprocess"]), scheme, colors,
-                   tuple(info["train"]["patch_size"]), overlap, mirror, device)
+                   tuple(info["train"]["patch_size"]), overlap, mirror, device, run_temperature(run_dir, calibration))
 
-    def predict(self, image: ImageData) -> Prediction:
+    def predict(self, image: ImageData, uncertainty: bool = False) -> Prediction:
+        """Class ids and probabilities at ``image``'s size (and its entropy map and score, if asked)."""
         x = torch.from_numpy(self.pre.image(image.array))
         probs = predict_probabilities(self.model, x, self.patch_size, overlap=self.overlap, batch_size=8,
                                       mirror_axes=(0, 1) if self.mirror else (), device=self.device).cpu()
-        probs = self.pre.restore(probs, image.spatial_shape)
-        return Prediction(probs.argmax(0).numpy().astype(np.uint8), probs.numpy())
+        probs = self.pre.restore(probs, image.spatial_shape).numpy()
+        if self.temperature:
+            probs = apply_temperature(probs, self.temperature)
+        labels = probs.argmax(0).astype(np.uint8)
+        pred = Prediction(labels, probs)
+        if uncertainty:
+            pred.entropy = normalized_entropy(probs)
+            pred.uncertainty = case_uncertainty(pred.entropy, labels > 0)
+        return pred
 
-    def predict_files(self, paths: list[Path], out_dir: str | Path, fmt: str = "native", overlays: bool = True) -> tuple[list[Path], list[tuple[Path, str]]]:
+    def predict_files(self, paths: list[Path], out_dir: str | Path, fmt: str = "native", overlays: bool = True,
+                      uncertainty: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
         """Predict each file and write ``<stem>.png`` (+ ``<stem>_overlay.png``) into ``out_dir``.
 
-        A file that fails is reported and skipped; returns (written masks, failures).
+        ``uncertainty`` adds ``<stem>_entropy.png`` (8-bit, ``round(255 H)``),
+        ``<stem>_entropy.npy`` (float32 ``(H, W)``) and ``uncertainty.csv`` (one row
+        per image). A file that fails is reported and skipped; returns (written masks, failures).
         """
         from medseg.evaluation.plots import save_overlay
         from medseg.io import write_image
@@ -74,12 +98,13 @@ class Predictor2D:
         if fmt not in OUTPUT_FORMATS:
             raise ConfigError(f"unknown output format '{fmt}'", hint=f"choose one of: {', '.join(OUTPUT_FORMATS)}")
         out_dir = Path(out_dir)
-        written, failed = [], []
+        written, failed, rows = [], [], []
         for path in paths:
             try:
                 img = read_image(path)
-                pred = self.predict(img)
-                target = out_dir / f"{Path(path).stem}.png"
+                pred = self.predict(img, uncertainty)
+                stem = Path(path).stem
+                target = out_dir / f"{stem}.png"
                 if fmt == "color":
                     write_image(target, self._color(pred.labels))
                 elif fmt == "native":
@@ -87,11 +112,17 @@ class Predictor2D:
                 else:
                     write_image(target, pred.labels[None])
                 if overlays:
-                    save_overlay(out_dir / f"{Path(path).stem}_overlay.png", img.array, pred.labels, self.colors)
+                    save_overlay(out_dir / f"{stem}_overlay.png", img.array, pred.labels, self.colors)
+                if uncertainty:
+                    write_image(out_dir / f"{stem}_entropy.png", entropy_png(pred.entropy)[None])
+                    save_npy(out_dir / f"{stem}_entropy.npy", pred.entropy)
+                    rows.append({"case": stem, **pred.uncertainty.row(), "entropy_map": f"{stem}_entropy.png"})
                 written.append(target)
             except MedsegError as e:
                 log.error("%s", e)
                 failed.append((Path(path), str(e)))
+        if uncertainty and rows:
+            write_uncertainty_csv(out_dir / UNCERTAINTY_CSV, rows)
         return written, failed
 
     def _color(self, labels: np.ndarray) -> np.ndarray:

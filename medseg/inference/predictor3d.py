@@ -5,7 +5,10 @@ classes from the run folder. ``predict(image)``: crop to non-zero → normalise 
 resample to the training spacing → Gaussian sliding window (optionally mirrored)
 → probabilities resampled back to the cropped shape (linear) → argmax → uncrop,
 so the label map has the input's shape; written with the input's spacing, origin
-and direction, it lies exactly on the input's grid.
+and direction, it lies exactly on the input's grid. A fitted temperature
+(``RUN/calibration.json``) scales the returned probabilities; ``uncertainty=True``
+adds the normalised entropy map on the input grid and the per-case score
+(:mod:`medseg.inference.uncertainty`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from medseg.data.labels import LabelScheme
 from medseg.data.layouts import VolumeCase, load_case
 from medseg.data.preprocess3d import Preprocess3D
 from medseg.errors import ConfigError, DataError, MedsegError
+from medseg.evaluation.calibration import apply_temperature, run_temperature
 from medseg.inference.sliding_window import predict_probabilities
+from medseg.inference.uncertainty import UNCERTAINTY_CSV, CaseUncertainty, case_uncertainty, normalized_entropy, write_uncertainty_csv
 from medseg.io import ImageData, write_image
 from medseg.io.base import file_suffix
 from medseg.io.volume import VOLUME_SUFFIXES
@@ -39,6 +44,8 @@ _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 class Prediction3D:
     labels: np.ndarray                      # (x, y, z) label values on the input grid (uint8; uint16 for values > 255)
     probabilities: np.ndarray | None = None  # (K, x, y, z) float32 on the input grid, when asked for
+    entropy: np.ndarray | None = None        # (x, y, z) float32 normalised entropy in [0, 1] on the input grid, when asked
+    uncertainty: CaseUncertainty | None = None  # the per-case score, when asked
 
 
 @dataclass
@@ -114,23 +121,28 @@ def collect_inputs(inputs: list[str | Path]) -> list[VolumeInput]:
 class Predictor3D:
     def __init__(self, model: torch.nn.Module, pre: Preprocess3D, scheme: LabelScheme, patch_size: tuple[int, ...],
                  num_channels: int = 1, overlap: float = 0.5, mirror: bool = False, device: str = "auto",
-                 batch_size: int = 2):
+                 batch_size: int = 2, temperature: float | None = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.pre, self.scheme, self.num_channels = pre, scheme, num_channels
         self.patch_size, self.overlap, self.mirror, self.batch_size = tuple(patch_size), overlap, mirror, batch_size
+        self.temperature = temperature
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, mirror: bool = False, overlap: float = 0.5, device: str = "auto") -> "Predictor3D":
+    def from_run(cls, run_dir: str | Path, *, mirror: bool = False, overlap: float = 0.5, device: str = "auto",
+                 calibration: bool = True) -> "Predictor3D":
+        """``calibration``: apply the temperature of ``RUN/calibration.json`` when there is one."""
         run_dir = Path(run_dir)
         info = read_run_info(run_dir)
         if info.get("task") != "segmentation3d":
             raise ConfigError(f"run task '{info.get('task')}' is not 3D segmentation", path=run_dir)
         return cls(load_model(run_dir), Preprocess3D.from_json(info["preprocess"]), LabelScheme.from_json(info["labels"]),
-                   tuple(info["patch_size"]), int(info["dataset"]["num_channels"]), overlap, mirror, device)
+                   tuple(info["patch_size"]), int(info["dataset"]["num_channels"]), overlap, mirror, device,
+                   temperature=run_temperature(run_dir, calibration))
 
-    def predict(self, image: ImageData, probabilities: bool = False) -> Prediction3D:
-        """Label values ``(x, y, z)`` on ``image``'s own grid (and the class probabilities, if asked)."""
+    def predict(self, image: ImageData, probabilities: bool = False, uncertainty: bool = False) -> Prediction3D:
+        """Label values ``(x, y, z)`` on ``image``'s own grid (and the class probabilities, the entropy map
+        and the per-case uncertainty score, if asked)."""
         arr = image.array
         if arr.ndim != 4:
             raise DataError(f"expected a 3D volume (C, x, y, z), got an array of shape {arr.shape}", path=image.path)
@@ -141,21 +153,28 @@ class Predictor3D:
         mirror_axes = (0, 1, 2) if self.mirror else ()
         probs = predict_probabilities(self.model, torch.from_numpy(x), self.patch_size, overlap=self.overlap,
                                       batch_size=self.batch_size, mirror_axes=mirror_axes, device=self.device)
-        ids, full = self.pre.restore(probs.cpu().numpy(), ctx, probabilities)
-        return Prediction3D(self.scheme.encode(ids)[0], full)
+        ids, full = self.pre.restore(probs.cpu().numpy(), ctx, probabilities or uncertainty)
+        if full is not None and self.temperature:
+            full = apply_temperature(full, self.temperature)
+        pred = Prediction3D(self.scheme.encode(ids)[0], full if probabilities else None)
+        if uncertainty:
+            pred.entropy = normalized_entropy(full)
+            pred.uncertainty = case_uncertainty(pred.entropy, ids > 0)
+        return pred
 
     def read(self, item: VolumeInput) -> ImageData:
         """The image of one input (channels stacked, same checks as for training data)."""
         image, _ = load_case(VolumeCase(item.name, item.paths, None, None, self.num_channels))
         return image
 
-    def predict_files(self, inputs: list[str | Path], out_dir: str | Path,
-                      save_probabilities: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
+    def predict_files(self, inputs: list[str | Path], out_dir: str | Path, save_probabilities: bool = False,
+                      uncertainty: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
         """Predict every case in ``inputs`` (see :func:`collect_inputs`) into ``out_dir``.
 
         Writes ``<case><ending>`` (the input's format; ``.nii.gz`` for DICOM) with the
         input's exact geometry, plus ``<case>_probabilities<ending>`` (K channels) when
-        asked. A case that fails is logged and skipped; returns (written files,
+        asked; ``uncertainty`` adds ``<case>_entropy<ending>`` (float32, the same grid)
+        and ``uncertainty.csv`` (one row per case). A case that fails is logged and skipped; returns (written files,
         [(case, reason)] failures).
         """
         out_dir = Path(out_dir)
@@ -163,6 +182,7 @@ class Predictor3D:
         written: list[Path] = []
         failed: list[tuple[str, str]] = []
         seen: set[str] = set()
+        rows: list[dict] = []
         for i, item in enumerate(items):
             where = str(item.paths[0])
             if item.name in seen:
@@ -172,11 +192,15 @@ class Predictor3D:
             seen.add(item.name)
             try:
                 image = self.read(item)
-                pred = self.predict(image, save_probabilities)
+                pred = self.predict(image, save_probabilities, uncertainty)
                 target = out_dir / f"{item.name}{item.suffix}"
                 write_image(target, pred.labels[None], image.geometry)
                 if pred.probabilities is not None:
                     write_image(out_dir / f"{item.name}_probabilities{item.suffix}", pred.probabilities, image.geometry)
+                if uncertainty:
+                    entropy_file = f"{item.name}_entropy{item.suffix}"
+                    write_image(out_dir / entropy_file, pred.entropy[None], image.geometry)
+                    rows.append({"case": item.name, **pred.uncertainty.row(), "entropy_map": entropy_file})
                 written.append(target)
                 log.info("[%d/%d] %s -> %s", i + 1, len(items), item.name, target)
             except MedsegError as e:
@@ -185,4 +209,6 @@ class Predictor3D:
             except (OSError, RuntimeError, ValueError, MemoryError) as e:  # one bad case must not stop a batch
                 log.error("%s: prediction failed: %s: %s", where, type(e).__name__, e, exc_info=log.isEnabledFor(logging.DEBUG))
                 failed.append((where, f"{type(e).__name__}: {e}"))
+        if uncertainty and rows:
+            write_uncertainty_csv(out_dir / UNCERTAINTY_CSV, rows)
         return written, failed

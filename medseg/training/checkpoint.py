@@ -1,79 +1,136 @@
-"""Resumable training state, without pickle.
+"""Resumable training state, without pickle, in one atomic file.
 
-``save_state(path_stem, ...)`` writes ``<stem>.safetensors`` (model weights,
-optimizer tensors, torch RNG states) and ``<stem>.json`` (epoch, scalars,
-optimizer hyper-parameters, numpy RNG state), each atomically, JSON last, so a
-JSON on disk always describes a complete tensor file.
+``save_state(stem, ...)`` writes ``<stem>.safetensors``: the model weights and
+optimizer tensors, with everything else (loop position, best score, optimizer
+hyper-parameters, random-generator states) as JSON in the file's metadata. The
+file is replaced atomically, so a ``kill -9`` at any moment leaves either the
+previous or the new state, never a mix. ``<stem>.json`` is a readable copy of
+the metadata, written after it (tools and tests read it; resuming does not).
+
+Random-generator states (:func:`capture_rng` / :func:`restore_rng`) are plain
+JSON: Python's ``random``, NumPy's global and the sampler's generators, torch's
+CPU (and CUDA) generators and named ``torch.Generator`` objects. Under DDP, the
+engine stores one such entry per rank.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from medseg.errors import RunFolderError
 from medseg.io.atomic import write_json
 from medseg.io.weights import load_tensors, save_tensors
 
+META_KEY = "medseg_state"
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain network inside a DDP and/or ``torch.compile`` wrapper."""
+    model = getattr(model, "_orig_mod", model)
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
 
 
-def save_state(
-    stem: str | Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    generators: dict[str, torch.Generator],
-    numpy_rng: np.random.Generator,
-    info: dict[str, Any],
-) -> None:
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _unb64(s: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
+
+
+def capture_rng(numpy_rng: np.random.Generator | None = None, generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Every random-generator state this process uses, as JSON-able data."""
+    py = random.getstate()
+    npg = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy_global": [npg[0], npg[1].tolist(), int(npg[2]), int(npg[3]), float(npg[4])],
+        "torch": _b64(torch.get_rng_state()),
+        "generators": {k: _b64(g.get_state()) for k, g in (generators or {}).items()},
+    }
+    if numpy_rng is not None:
+        state["numpy"] = numpy_rng.bit_generator.state
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng(state: dict[str, Any], numpy_rng: np.random.Generator | None = None,
+                generators: dict[str, torch.Generator] | None = None) -> None:
+    """Put back what :func:`capture_rng` captured (entries absent from ``state`` are left alone)."""
+    if "python" in state:
+        v, internal, gauss = state["python"]
+        random.setstate((v, tuple(internal), gauss))
+    if "numpy_global" in state:
+        name, keys, pos, has_gauss, cached = state["numpy_global"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "torch" in state:
+        torch.set_rng_state(_unb64(state["torch"]))
+    for k, g in (generators or {}).items():
+        if k in state.get("generators", {}):
+            g.set_state(_unb64(state["generators"][k]))
+    if numpy_rng is not None and "numpy" in state:
+        numpy_rng.bit_generator.state = state["numpy"]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
+
+
+def save_state(stem: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               info: dict[str, Any], rng: Any = None) -> None:
+    """Write the training state (see the module docstring); ``rng``: JSON-able generator states."""
     stem = Path(stem)
     tensors: dict[str, torch.Tensor] = {}
-    for k, v in _unwrap(model).state_dict().items():
+    for k, v in unwrap(model).state_dict().items():
         tensors[f"model.{k}"] = v.detach().cpu().contiguous()
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
-    for idx, state in opt["state"].items():
-        for name, value in state.items():
+    for idx, st in opt["state"].items():
+        for name, value in st.items():
             if torch.is_tensor(value):
                 tensors[f"optim.{idx}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(idx), {})[name] = value
-    tensors["rng.torch"] = torch.get_rng_state()
-    for name, gen in generators.items():
-        tensors[f"rng.gen.{name}"] = gen.get_state()
-    save_tensors(stem.with_suffix(".safetensors"), tensors)
-    write_json(
-        stem.with_suffix(".json"),
-        {
-            "info": info,
-            "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
-            "numpy_rng": numpy_rng.bit_generator.state,
-        },
-    )
+    meta = {"info": info, "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}, "rng": rng}
+    save_tensors(stem.with_suffix(".safetensors"), tensors, metadata={META_KEY: json.dumps(meta)})
+    write_json(stem.with_suffix(".json"), meta)
 
 
-def load_state(
-    stem: str | Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    generators: dict[str, torch.Generator],
-    numpy_rng: np.random.Generator,
-) -> dict[str, Any]:
-    """Restore everything saved by :func:`save_state`; returns its ``info``."""
+def read_state_meta(stem: str | Path) -> dict[str, Any]:
+    """The metadata of a saved state (from the tensor file; the JSON copy for older runs)."""
     stem = Path(stem)
-    meta_path = stem.with_suffix(".json")
-    if not meta_path.is_file():
-        raise RunFolderError("no training state to resume from", path=meta_path, hint="start a new run without --resume")
-    meta = json.loads(meta_path.read_text())
+    path = stem.with_suffix(".safetensors")
+    if not path.is_file():
+        raise RunFolderError("no training state to resume from", path=path, hint="start a new run without --resume")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = (f.metadata() or {}).get(META_KEY)
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise RunFolderError(f"cannot read the training state ({e})", path=path, hint="the file is truncated or corrupt") from None
+    if meta is not None:
+        return json.loads(meta)
+    legacy = stem.with_suffix(".json")
+    if not legacy.is_file():
+        raise RunFolderError("no training state to resume from", path=legacy, hint="start a new run without --resume")
+    old = json.loads(legacy.read_text())
+    return {"info": old["info"], "optimizer": old["optimizer"], "rng": {"numpy": old.get("numpy_rng")}}
+
+
+def load_state(stem: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore the model and optimizer saved by :func:`save_state`; returns the metadata
+    (``info`` and ``rng``; restoring the generators is the caller's, see :func:`restore_rng`)."""
+    stem = Path(stem)
+    meta = read_state_meta(stem)
     tensors = load_tensors(stem.with_suffix(".safetensors"))
-    target = _unwrap(model)
+    target = unwrap(model)
     device = next(target.parameters()).device
     target.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, Any]] = {}
@@ -84,8 +141,4 @@ def load_state(
     for idx, sc in meta["optimizer"]["scalars"].items():
         state.setdefault(int(idx), {}).update(sc)
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    for name, gen in generators.items():
-        gen.set_state(tensors[f"rng.gen.{name}"])
-    numpy_rng.bit_generator.state = meta["numpy_rng"]
-    return meta["info"]
+    return meta

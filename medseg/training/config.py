@@ -28,11 +28,22 @@ class TrainConfig:
         monitor: ``val_loss`` (lower is better) or ``val_dice`` (higher is better).
         val_overlap: sliding-window overlap during validation.
         foreground_fraction: share of patches centred on foreground.
-        augment: whether to augment (flips, rotation/scaling, intensity).
-        seed: seeds sampling, augmentation and initialisation.
+        augment: whether to augment (see :class:`medseg.data.augment.AugmentConfig`).
+        augmentation: overrides of :class:`~medseg.data.augment.AugmentConfig` fields, e.g.
+            ``{"flip_axes": [0, 1], "elastic_prob": 0.2}`` (mirror only the in-plane axes of thick-slice data).
+        seed: seeds sampling, augmentation and initialisation (under DDP, rank ``r`` samples and
+            augments with ``seed + r``; the model is initialised with ``seed`` everywhere).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
-        amp: mixed precision on CUDA (bf16 where supported, else fp16).
+        amp: mixed precision: bf16 on CUDA where supported (else fp16 with a gradient scaler), and
+            bf16 autocast on CPUs with native bf16 (oneDNN ``avx512_bf16``/AMX); losses stay float32.
         threads: CPU threads for torch (``None``: all cores).
+        checkpoint_every: seconds between resumable checkpoints (``checkpoints/last.*``), written
+            atomically, also mid-epoch; one is also written at every new best score and when training
+            stops. ``0``: after every step (tests).
+        deterministic: deterministic algorithms and every RNG (torch, numpy, python, sampler,
+            augmentation) saved in checkpoints and restored, so that a resumed run ends with the same
+            weights as an uninterrupted one. Needs an epoch-based schedule (no ``time_budget``).
+        compile: ``torch.compile`` the model; falls back to eager (with a warning) when it fails.
     """
 
     patch_size: tuple[int, ...] = (128, 128)
@@ -55,6 +66,10 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     threads: int | None = None
+    augmentation: dict = field(default_factory=dict)
+    checkpoint_every: float = 300.0
+    deterministic: bool = False
+    compile: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +82,14 @@ class TrainConfig:
             raise ConfigError("batch_size, iterations_per_epoch and max_epochs must be at least 1")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ConfigError(f"time budget must be positive, got {self.time_budget}")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}")
+        from medseg.data.augment import AugmentConfig
+
+        known = {f.name for f in fields(AugmentConfig)}
+        unknown = sorted(set(self.augmentation) - known)
+        if unknown:
+            raise ConfigError(f"unknown augmentation setting(s) {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known))}")
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -5,15 +5,39 @@ The loop knows nothing of file formats or 2D vs 3D: it takes a model, a patch
 sampler, validation cases (already preprocessed arrays) and a
 :class:`~medseg.training.config.TrainConfig`. Progress is reported through an
 optional callback object, so the library prints nothing.
+
+Speed: batches are augmented on the training device (:mod:`medseg.data.augment`);
+with ``amp`` the forward passes (training and validation) run under bf16
+autocast on GPUs that support it (fp16 with a gradient scaler on older ones) and
+on CPUs with native bf16, while losses are computed in float32; 2D models use
+channels-last on CUDA; ``compile`` wraps the model in ``torch.compile`` and
+falls back to eager execution when compiling fails.
+
+Checkpoints (``checkpoints/last.*``, see :mod:`medseg.training.checkpoint`) are
+written atomically at the start, every ``checkpoint_every`` seconds (also
+mid-epoch), at every new best score and at the end; they hold the loop position,
+so ``fit(resume=True)`` continues from the step after the last one saved. With
+``deterministic``, a resumed run ends with the same weights as an uninterrupted one.
+
+DDP (:mod:`medseg.training.distributed`): each rank samples and augments its own
+stream, rank 0 validates and writes, and its decisions are broadcast.
+
+Debugging: with the environment variable ``MEDSEG_DEBUG_RANKS=1`` every rank
+writes ``RUN/debug/rank<R>.json`` with a hash of each training batch it drew and
+of its final weights (used by the DDP test).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
+import random
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,13 +45,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medseg.data.augment import BatchAugment
+from medseg.data.augment import AugmentConfig, BatchAugment
 from medseg.data.sampling import PatchSampler
 from medseg.errors import ConfigError
 from medseg.evaluation.overlap import OverlapMetric, mean_foreground, scores_from_confusion
 from medseg.inference.sliding_window import predict_probabilities
+from medseg.io.atomic import write_json
 from medseg.io.weights import save_model
-from medseg.training.checkpoint import load_state, save_state
+from medseg.training import distributed
+from medseg.training.checkpoint import capture_rng, load_state, restore_rng, save_state, unwrap
 from medseg.training.config import TrainConfig
 from medseg.training.history import read_history, write_history
 from medseg.training.losses import DiceCELoss, soft_dice_loss
@@ -36,6 +62,8 @@ from medseg.training.schedule import lr_factor
 log = logging.getLogger(__name__)
 
 STATE_STEM = "checkpoints/last"
+DEBUG_ENV = "MEDSEG_DEBUG_RANKS"
+_logged_once: set[str] = set()
 
 
 class Callbacks(Protocol):
@@ -53,10 +81,106 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class LoopState:
+    """Where the loop is; saved in every checkpoint as ``info``."""
+
+    epoch: int = -1                 # the last completed epoch
+    next_iteration: int = 0         # steps already made in epoch ``epoch + 1`` (mid-epoch checkpoints)
+    elapsed: float = 0.0            # training seconds so far, validation included
+    best: float = float("nan")
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    last_val_time: float = 0.0
+    epoch_losses: list[float] = field(default_factory=list)
+    train_cm: list | None = None    # the running epoch's training confusion matrix
+    finished: bool = False
+    stopped_by: str = ""
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> "LoopState":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in info.items() if k in known})
+
+
+def _log_once(level: int, msg: str, *args: Any) -> None:
+    text = msg % args
+    if text not in _logged_once:
+        _logged_once.add(text)
+        log.log(level, text)
+
+
 def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; under DDP ``cuda`` means this rank's GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    ctx = distributed.context()
+    if name == "cuda" and ctx.enabled:
+        return torch.device("cuda", ctx.local_rank)
     return torch.device(name)
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 natively (oneDNN: avx512_bf16 or AMX); emulated bf16 is slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def amp_dtype_for(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """The autocast dtype for ``device``: bf16 (CUDA with bf16, or CPU with native bf16), fp16 on older GPUs, else ``None``."""
+    if not enabled:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype | None):
+    """An autocast context (or a null one when ``dtype`` is ``None``)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_deterministic() -> None:
+    """Deterministic kernels where PyTorch has them (warning where it has none)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+@contextmanager
+def single_threaded(device: torch.device) -> Iterator[None]:
+    """On CPUs, run the enclosed (small) tensor operations on one thread: batch sampling and
+    augmentation are too small to gain from more, and a contended core makes multi-threaded
+    small operations many times slower."""
+    n = torch.get_num_threads()
+    if device.type != "cpu" or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile(model)``, or ``model`` itself (with a warning) when that is unavailable or fails."""
+    try:
+        return torch.compile(model)
+    except Exception as e:  # no compiler, unsupported platform or Python, ...
+        log.warning("torch.compile is unavailable (%s: %s); training without it", type(e).__name__, e)
+        return model
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -77,6 +201,15 @@ def validation_loss(probs: torch.Tensor, target: torch.Tensor) -> float:
     return float(ce + dice)
 
 
+def state_hash(model: torch.nn.Module) -> str:
+    """SHA-1 of a model's weights (names and bytes), to compare models across processes."""
+    h = hashlib.sha1()
+    for k, v in sorted(unwrap(model).state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 class Trainer:
     """Trains ``model`` and writes into ``run_dir``.
 
@@ -87,6 +220,7 @@ class Trainer:
         config: the training settings.
         run_dir: where ``model.safetensors`` (best), ``checkpoints/last.*`` and ``history.csv`` go.
         num_classes: classes including background.
+        callbacks: progress reports (give them on rank 0 only under DDP).
     """
 
     def __init__(
@@ -100,34 +234,78 @@ class Trainer:
         callbacks: Callbacks | None = None,
     ):
         self.cfg = config
+        self.dist = distributed.context()
         self.device = resolve_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.model = model.to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last) if model.spatial_dims == 2 else self.model
+        if config.deterministic:
+            make_deterministic()
+            if config.time_budget:
+                log.warning("--deterministic with a time budget: the learning rate follows the clock, so runs are not reproducible")
+        stream_seed = config.seed + self.dist.rank
+        seed_everything(stream_seed)
+        self.net = model.to(self.device)  # the plain network: validation and saving
+        if self.device.type == "cuda" and model.spatial_dims == 2:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self._eager = distributed.wrap(self.net, self.device)
+        self.train_model = compile_model(self._eager) if config.compile else self._eager
+        self._compiled = self.train_model is not self._eager
         self.sampler, self.val_cases = sampler, val_cases
         self.run_dir = Path(run_dir)
         self.num_classes = num_classes
         self.callbacks = callbacks
         self.loss_fn = DiceCELoss()
-        self.optimizer = _make_optimizer(self.model, config)
-        self.augment = BatchAugment() if config.augment else None
-        self.np_rng = np.random.default_rng(config.seed)
-        self.aug_gen = torch.Generator().manual_seed(config.seed)
-        self.amp_dtype = None
-        if config.amp and self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.optimizer = _make_optimizer(self.net, config)
+        self.augment = BatchAugment(AugmentConfig.from_dict(config.augmentation)) if config.augment else None
+        self.np_rng = np.random.default_rng(stream_seed)
+        self.aug_gen = torch.Generator().manual_seed(stream_seed)
+        self.amp_dtype = amp_dtype_for(self.device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        _log_once(logging.INFO, "mixed precision on %s: %s", self.device.type,
+                  str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off (float32)")
+        self._debug: dict[str, Any] | None = {"rank": self.dist.rank, "batches": []} if os.environ.get(DEBUG_ENV) else None
+        self._last_save = time.perf_counter()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network being trained (without DDP/compile wrappers)."""
+        return self.net
 
     # ---- state ------------------------------------------------------------------------
-    def _save_state(self, info: dict) -> None:
-        save_state(self.run_dir / STATE_STEM, self.model, self.optimizer, {"augment": self.aug_gen}, self.np_rng, info)
+    def _save_state(self, st: LoopState) -> None:
+        """Checkpoint (collective under DDP: every rank's generators go into rank 0's file)."""
+        rngs = distributed.gather(capture_rng(self.np_rng, {"augment": self.aug_gen}))
+        if self.dist.is_main:
+            save_state(self.run_dir / STATE_STEM, self.net, self.optimizer, asdict(st), rngs)
+        self._last_save = time.perf_counter()
+
+    def _load_state(self) -> LoopState:
+        meta = load_state(self.run_dir / STATE_STEM, self.net, self.optimizer)
+        rngs = meta.get("rng") or {}
+        if isinstance(rngs, dict):  # a single-process state
+            rngs = [rngs]
+        if len(rngs) == self.dist.world_size:
+            restore_rng(rngs[self.dist.rank], self.np_rng, {"augment": self.aug_gen})
+        else:
+            log.warning("the checkpoint was written by %d process(es), this run has %d: random streams start afresh",
+                        len(rngs), self.dist.world_size)
+        return LoopState.from_info(meta["info"])
+
+    def _checkpoint_due(self) -> bool:
+        return time.perf_counter() - self._last_save >= self.cfg.checkpoint_every
 
     def _progress(self, epoch: int, iteration: int, elapsed: float) -> float:
         if self.cfg.time_budget:
             return elapsed / self.cfg.time_budget
         return (epoch + iteration / self.cfg.iterations_per_epoch) / self.cfg.max_epochs
+
+    def _clock(self, epoch: int, iteration: int, elapsed: float, last_val_time: float) -> tuple[float, bool, bool]:
+        """(progress, out of time, checkpoint due) — rank 0's values on every rank."""
+        budget = self.cfg.time_budget
+        out_of_time = bool(budget and elapsed + last_val_time >= budget)
+        values = [self._progress(epoch, iteration, elapsed), float(out_of_time), float(self._checkpoint_due())]
+        progress, stop, due = distributed.broadcast_floats(values, self.device)
+        return progress, bool(stop), bool(due)
 
     def _better(self, score: float, best: float) -> bool:
         if math.isnan(score):
@@ -137,40 +315,67 @@ class Trainer:
         return score < best if self.cfg.monitor == "val_loss" else score > best
 
     # ---- steps ------------------------------------------------------------------------
-    def _train_step(self, lr: float, metric: OverlapMetric) -> float:
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next training batch, sampled and moved to the device (before augmentation)."""
         x_np, y_np = self.sampler.batch(self.cfg.batch_size, self.np_rng)
+        if self._debug is not None:
+            self._debug["batches"].append(hashlib.sha1(x_np.tobytes()).hexdigest()[:16])
         x = torch.from_numpy(x_np).to(self.device, non_blocking=True)
         y = torch.from_numpy(y_np).to(self.device, non_blocking=True)
-        if self.augment is not None:
-            x, y = self.augment(x, y, self.aug_gen)
-        if self.device.type == "cuda" and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        with autocast:
+        return x, y
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor):
+        with autocast_for(self.device, self.amp_dtype):
             try:
-                out = self.model(x)
+                out = self.train_model(x)
             except ValueError as e:
                 if "spatial element" not in str(e):
                     raise
-                div = getattr(self.model, "size_divisor", "?")
+                div = getattr(self.net, "size_divisor", "?")
                 raise ConfigError(
-                    f"patch {tuple(self.cfg.patch_size)} is too small for this network: it downsamples by {div}, "
+                    f"patch {tuple(x.shape[2:])} is too small for this network: it downsamples by {div}, "
                     "leaving a 1-pixel bottleneck that its normalisation cannot handle",
                     hint="use larger images or --patch-size / --size, or a shallower network (--depth)",
                 ) from None
-            loss = self.loss_fn(out, y)
+        loss = self.loss_fn(out, y)  # float32 (the loss casts the logits)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        return out, loss
+
+    def train_step(self, lr: float, metric: OverlapMetric | None = None,
+                   batch: tuple[torch.Tensor, torch.Tensor] | None = None, augment: bool = True) -> float:
+        """One optimiser step on the next sampled batch, or on ``batch`` (already on the device);
+        ``augment=False`` skips augmentation (benchmarks of the model alone). Returns the loss."""
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        with single_threaded(self.device):
+            x, y = self.next_batch() if batch is None else batch
+            if self.augment is not None and augment:
+                x, y = self.augment(x, y, self.aug_gen)
+        if self.device.type == "cuda" and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self._compiled:
+            try:
+                out, loss = self._forward_backward(x, y)
+            except ConfigError:
+                raise
+            except Exception as e:  # compilation happens at the first call(s)
+                log.warning("torch.compile failed (%s: %s); continuing without it", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                self.train_model, self._compiled = self._eager, False
+                out, loss = self._forward_backward(x, y)
+        else:
+            out, loss = self._forward_backward(x, y)
+        if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             self.optimizer.step()
-        main = out[0] if isinstance(out, (list, tuple)) else out
-        metric.update(main.detach().argmax(1), y)
+        if metric is not None:
+            main = out[0] if isinstance(out, (list, tuple)) else out
+            metric.update(main.detach().max(1).indices, y)  # (argmax over dim 1 is ~10x slower on CPU)
         return float(loss.detach())
 
     def validate(self) -> dict[str, Any]:
@@ -180,88 +385,107 @@ class Trainer:
         metric = OverlapMetric(self.num_classes)
         losses, dices = [], []
         for image, label in self.val_cases:
-            probs = predict_probabilities(
-                self.model, torch.from_numpy(np.array(image, dtype=np.float32)), self.cfg.patch_size, overlap=self.cfg.val_overlap, batch_size=8
-            ).cpu()
+            with autocast_for(self.device, self.amp_dtype):
+                probs = predict_probabilities(
+                    self.net, torch.from_numpy(np.array(image, dtype=np.float32)), self.cfg.patch_size,
+                    overlap=self.cfg.val_overlap, batch_size=8,
+                ).float().cpu()
             target = torch.from_numpy(np.asarray(label, dtype=np.int64))
             losses.append(validation_loss(probs, target))
-            pred = probs.argmax(0)
+            pred = probs.max(0).indices
             cm = metric.update(pred, target)
             dices.append(mean_foreground(scores_from_confusion(cm)["dice"]))
         agg = metric.aggregate()
-        row = {"val_loss": float(np.mean(losses)), "val_accuracy": agg["accuracy"], "val_dice": float(np.nanmean(dices)) if not all(map(math.isnan, dices)) else float("nan")}
+        row = {"val_loss": float(np.mean(losses)), "val_accuracy": agg["accuracy"],
+               "val_dice": float(np.nanmean(dices)) if not all(map(math.isnan, dices)) else float("nan")}
         for k in range(1, self.num_classes):
             row[f"val_dice_{k}"] = float(agg["dice"][k])
         return row
 
     # ---- loop -------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
-        cfg = self.cfg
-        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        cfg, main = self.cfg, self.dist.is_main
+        if main:
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         history_path = self.run_dir / "history.csv"
-        start_epoch, elapsed_before, best, best_epoch, bad_epochs = 0, 0.0, float("nan"), -1, 0
         history: list[dict] = []
         if resume:
-            info = load_state(self.run_dir / STATE_STEM, self.model, self.optimizer, {"augment": self.aug_gen}, self.np_rng)
-            start_epoch = info["epoch"] + 1
-            elapsed_before, best, best_epoch, bad_epochs = info["elapsed"], info["best"], info["best_epoch"], info["bad_epochs"]
-            history = [r for r in read_history(history_path) if r["epoch"] < start_epoch]
-            log.info("resuming at epoch %d (%.0f s trained so far)", start_epoch, elapsed_before)
-            if info.get("finished"):
-                log.info("this run had already finished (%s)", info.get("stopped_by"))
-                return TrainResult(info["epoch"] + 1, best_epoch, best, info.get("stopped_by", "finished"), elapsed_before, history)
+            st = self._load_state()
+            history = [r for r in read_history(history_path) if r["epoch"] <= st.epoch]
+            log.info("resuming at epoch %d, step %d (%.0f s trained so far)", st.epoch + 1, st.next_iteration, st.elapsed)
+            if st.finished:
+                log.info("this run had already finished (%s)", st.stopped_by)
+                return TrainResult(st.epoch + 1, st.best_epoch, st.best, st.stopped_by or "finished", st.elapsed, history)
+        else:
+            st = LoopState()
+            self._save_state(st)  # resumable from the very start
 
-        t0 = time.perf_counter() - elapsed_before
-
-        def info(epoch: int, stopped_by: str) -> dict[str, Any]:
-            return {"epoch": epoch, "elapsed": time.perf_counter() - t0, "best": best, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs, "finished": bool(stopped_by), "stopped_by": stopped_by}
-
-        last_val_time = 0.0
-        stopped_by = "max_epochs"
-        epoch = start_epoch - 1
-        for epoch in range(start_epoch, cfg.max_epochs):
-            self.model.train()
-            metric = OverlapMetric(self.num_classes)
-            losses = []
-            out_of_time = False
-            for it in range(cfg.iterations_per_epoch):
-                elapsed = time.perf_counter() - t0
-                if cfg.time_budget and elapsed + last_val_time >= cfg.time_budget:
-                    out_of_time = True
-                    break
-                progress = self._progress(epoch, it, elapsed)
-                lr = cfg.lr * lr_factor(cfg.schedule, progress, cfg.warmup)
-                losses.append(self._train_step(lr, metric))
-                if self.callbacks:
-                    self.callbacks.on_step(epoch, it, losses[-1], progress)
-            if not losses:  # the time budget ran out before this epoch began
-                epoch -= 1
-                stopped_by = "time_budget"
-                self._save_state(info(epoch, stopped_by))
+        t0 = time.perf_counter() - st.elapsed
+        stopped_by = ""
+        while not stopped_by:
+            epoch = st.epoch + 1
+            if epoch >= cfg.max_epochs:
+                stopped_by = "max_epochs"
                 break
+            self.train_model.train()
+            metric = OverlapMetric(self.num_classes)
+            if st.train_cm is not None:
+                metric.cm = np.asarray(st.train_cm, dtype=np.int64)
+            out_of_time = False
+            while st.next_iteration < cfg.iterations_per_epoch:
+                it = st.next_iteration
+                progress, out_of_time, due = self._clock(epoch, it, time.perf_counter() - t0, st.last_val_time)
+                if out_of_time:
+                    break
+                lr = cfg.lr * lr_factor(cfg.schedule, progress, cfg.warmup)
+                loss = self.train_step(lr, metric)
+                st.epoch_losses.append(loss)
+                st.next_iteration += 1
+                if self.callbacks:
+                    self.callbacks.on_step(epoch, it, loss, progress)
+                if due and st.next_iteration < cfg.iterations_per_epoch:
+                    st.train_cm, st.elapsed = metric.cm.tolist(), time.perf_counter() - t0
+                    self._save_state(st)
+            if not st.epoch_losses:  # the time budget ran out before this epoch began
+                stopped_by = "time_budget"
+                break
+            stopped_by, save = self._end_epoch(epoch, st, metric, out_of_time, t0, history, history_path)
+            if save and not stopped_by:  # (a stopped run is saved below)
+                self._save_state(st)
+        st.finished, st.stopped_by, st.elapsed = True, stopped_by, time.perf_counter() - t0
+        self._save_state(st)
+        self._write_debug()
+        log.info("training stopped (%s) after %d epochs, %.0f s; best epoch %d", stopped_by, st.epoch + 1, st.elapsed, st.best_epoch)
+        return TrainResult(st.epoch + 1, st.best_epoch, st.best, stopped_by, st.elapsed, history)
+
+    def _end_epoch(self, epoch: int, st: LoopState, metric: OverlapMetric, out_of_time: bool, t0: float,
+                   history: list[dict], history_path: Path) -> tuple[str, bool]:
+        """Validate (rank 0), record the epoch, save the best model, decide whether to stop and whether
+        to checkpoint (rank 0's decisions on every rank); updates ``st``."""
+        cfg = self.cfg
+        stopped_by, save = "", False
+        if self.dist.is_main:
             train = metric.aggregate()
             tv = time.perf_counter()
             val = self.validate()
-            last_val_time = time.perf_counter() - tv
+            st.last_val_time = time.perf_counter() - tv
             row: dict[str, Any] = {
                 "epoch": epoch,
                 "time": round(time.perf_counter() - t0, 2),
                 "lr": self.optimizer.param_groups[0]["lr"],
-                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "train_loss": float(np.mean(st.epoch_losses)),
                 "train_accuracy": train["accuracy"],
                 "train_dice": mean_foreground(train["dice"]),
                 **val,
             }
-            score = row.get(cfg.monitor, float("nan")) if val else -row["train_loss"]
-            if not val:  # no validation cases: keep the latest model
-                score = float(epoch)
-            improved = self._better(score, best) if val else True
+            # without validation cases, keep the latest model
+            score = row.get(cfg.monitor, float("nan")) if val else float(epoch)
+            improved = self._better(score, st.best) if val else True
             if improved:
-                best, best_epoch, bad_epochs = score, epoch, 0
-                save_model(self.run_dir, self.model)
+                st.best, st.best_epoch, st.bad_epochs = score, epoch, 0
+                save_model(self.run_dir, self.net)
             else:
-                bad_epochs += 1
+                st.bad_epochs += 1
             row["best"] = int(improved)
             history.append(row)
             write_history(history_path, history)
@@ -269,16 +493,17 @@ class Trainer:
                 self.callbacks.on_epoch_end(row)
             if out_of_time or (cfg.time_budget and time.perf_counter() - t0 >= cfg.time_budget):
                 stopped_by = "time_budget"
-            elif cfg.patience and val and bad_epochs >= cfg.patience:
+            elif cfg.patience and val and st.bad_epochs >= cfg.patience:
                 stopped_by = "early_stopping"
-            else:
-                stopped_by = ""
-            self._save_state(info(epoch, stopped_by))
-            if stopped_by:
-                break
-        else:
-            stopped_by = "max_epochs"
-            self._save_state(info(epoch, stopped_by))
-        elapsed = time.perf_counter() - t0
-        log.info("training stopped (%s) after %d epochs, %.0f s; best epoch %d", stopped_by, epoch + 1, elapsed, best_epoch)
-        return TrainResult(epoch + 1, best_epoch, best, stopped_by, elapsed, history)
+            save = improved or self._checkpoint_due()
+        shared = distributed.broadcast((stopped_by, save, st.best, st.best_epoch, st.bad_epochs, st.last_val_time))
+        stopped_by, save, st.best, st.best_epoch, st.bad_epochs, st.last_val_time = shared
+        st.epoch, st.next_iteration, st.epoch_losses, st.train_cm = epoch, 0, [], None
+        st.elapsed = time.perf_counter() - t0
+        return stopped_by, save
+
+    def _write_debug(self) -> None:
+        if self._debug is None:
+            return
+        self._debug["weights"] = state_hash(self.net)
+        write_json(self.run_dir / "debug" / f"rank{self.dist.rank}.json", self._debug)

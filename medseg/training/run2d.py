@@ -23,6 +23,7 @@ from medseg.errors import ConfigError, DataError
 from medseg.io.atomic import write_json
 from medseg.models import create_model
 from medseg.runfolder import check_new_run_folder, write_run_info
+from medseg.training import distributed
 from medseg.training.config import TrainConfig
 from medseg.training.engine import Callbacks, Trainer, TrainResult, resolve_device
 
@@ -72,7 +73,7 @@ def _load(cases, pre: Preprocess2D, scheme: LabelScheme) -> list:
 
 def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bool = False) -> TrainResult:
     out = Path(setup.out)
-    if not resume:
+    if not resume and distributed.is_main():
         check_new_run_folder(out)
     ds = prepare_dataset(setup.data, setup.data_options)
     if ds.scheme.num_classes < 2:
@@ -95,26 +96,27 @@ def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bo
     torch.manual_seed(cfg.seed)
     model = create_model(setup.model, 2, ds.channels, ds.scheme.num_classes, **model_kwargs)
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "split.json", {
-        "fractions": list(setup.split), "seed": setup.split_seed,
-        **{name: [{"key": k, "image": str(by_key[k].image), "masks": [str(m) for m in by_key[k].masks],
-                   "fov": str(by_key[k].fov) if by_key[k].fov else None, "group": by_key[k].group} for k in keys]
-           for name, keys in split.items()},
-    })
-    save_labels_json(out / "labels.json", ds.scheme, ds.display_colors)
-    write_run_info(out, {
-        "task": "segmentation2d",
-        "data": str(Path(setup.data).resolve()),
-        "data_options": setup.data_options.to_json(),
-        "preprocess": pre.to_json(),
-        "labels": ds.scheme.to_json(),
-        "display_colors": [list(c) for c in ds.display_colors],
-        "model": {"name": setup.model, **model_kwargs},
-        "train": cfg.to_json(),
-        "split": {"fractions": list(setup.split), "seed": setup.split_seed},
-        "counts": {k: len(v) for k, v in split.items()},
-    })
+    if distributed.is_main():  # rank 0 alone writes (DDP)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "split.json", {
+            "fractions": list(setup.split), "seed": setup.split_seed,
+            **{name: [{"key": k, "image": str(by_key[k].image), "masks": [str(m) for m in by_key[k].masks],
+                       "fov": str(by_key[k].fov) if by_key[k].fov else None, "group": by_key[k].group} for k in keys]
+               for name, keys in split.items()},
+        })
+        save_labels_json(out / "labels.json", ds.scheme, ds.display_colors)
+        write_run_info(out, {
+            "task": "segmentation2d",
+            "data": str(Path(setup.data).resolve()),
+            "data_options": setup.data_options.to_json(),
+            "preprocess": pre.to_json(),
+            "labels": ds.scheme.to_json(),
+            "display_colors": [list(c) for c in ds.display_colors],
+            "model": {"name": setup.model, **model_kwargs},
+            "train": cfg.to_json(),
+            "split": {"fractions": list(setup.split), "seed": setup.split_seed},
+            "counts": {k: len(v) for k, v in split.items()},
+        })
     log.info("training on %d images, validating on %d, %d held out for testing; patch %s, %d classes",
              len(train_samples), len(val_samples), len(split["test"]), cfg.patch_size, ds.scheme.num_classes)
 
@@ -122,7 +124,8 @@ def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bo
                            ds.scheme.num_classes, cfg.foreground_fraction, seed=cfg.seed)
     trainer = Trainer(model, sampler, [(s.image, s.label) for s in val_samples], cfg, out, ds.scheme.num_classes, callbacks)
     result = trainer.fit(resume=resume)
-    write_curves(out)
+    if distributed.is_main():
+        write_curves(out)
     return result
 
 

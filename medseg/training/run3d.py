@@ -42,7 +42,9 @@ from medseg.data.split import split_cases
 from medseg.errors import ConfigError
 from medseg.io.atomic import write_json
 from medseg.models import create_model
+from medseg.planning.topology import plan_topology
 from medseg.runfolder import RUN_FILE, check_new_run_folder, read_run_info, write_run_info
+from medseg.training import distributed
 from medseg.training.config import TrainConfig
 from medseg.training.engine import Callbacks, Trainer, TrainResult, resolve_device
 from medseg.training.run2d import write_curves
@@ -109,35 +111,14 @@ def plan_unet_3d(patch: Sequence[int], spacing: Sequence[float], depth: int,
     rule in simple form). Kernels are 1 along an axis whose spacing is more than
     twice the finest, until pooling the others has brought it within that, and 3
     from then on. Stages where no axis is downsampled are dropped, so the returned
-    ``depth`` may be smaller than asked (at least 1).
+    ``depth`` may be smaller than asked (at least 1). The rules live in
+    :func:`medseg.planning.topology.plan_topology` (shared with the planner).
     """
-    size = [int(p) for p in patch]
-    sp = [float(s) for s in spacing]
-
-    full = [False] * len(sp)  # once an axis gets kernel 3 it keeps it
-
-    def kernel() -> tuple[int, ...]:
-        for a, s in enumerate(sp):
-            full[a] = full[a] or s <= 2 * min(sp)
-        return tuple(3 if f else 1 for f in full)
-
-    strides: list[tuple[int, ...]] = []
-    kernels = [kernel()]
-    for _ in range(depth):
-        st = tuple(2 if n >= 2 * min_size and s <= 2 * min(sp) else 1 for n, s in zip(size, sp))
-        if max(st) == 1:
-            break
-        strides.append(st)
-        size = [n // t for n, t in zip(size, st)]
-        sp = [s * t for s, t in zip(sp, st)]
-        kernels.append(kernel())
-    if not strides:  # a tiny patch: one stage, pooling only what can be pooled
-        strides = [tuple(2 if n >= 2 else 1 for n in size)]
-        kernels.append(kernels[0])
-    if len(strides) < depth:
+    topo = plan_topology(patch, spacing, depth, min_size)
+    if topo.depth < depth:
         log.info("U-Net depth %d -> %d: patch %s at spacing %s allows no further downsampling",
-                 depth, len(strides), tuple(patch), tuple(spacing))
-    return {"depth": len(strides), "strides": [list(s) for s in strides], "kernel_sizes": [list(k) for k in kernels]}
+                 depth, topo.depth, tuple(patch), tuple(spacing))
+    return topo.to_json()
 
 
 def model_kwargs_3d(model: str, on_gpu: bool, patch: Sequence[int], spacing: Sequence[float],
@@ -169,7 +150,7 @@ def _case_entry(case: VolumeCase) -> dict:
 def train_3d(setup: TrainSetup3D, callbacks: Callbacks | None = None, resume: bool = False) -> TrainResult:
     """Preprocess the dataset (cached), plan patch and network, train, and write the run folder."""
     out = Path(setup.out)
-    if not resume:
+    if not resume and distributed.is_main():
         check_new_run_folder(out)
     cases, ds = discover_volume_cases(setup.data)
     by_key = {c.key: c for c in cases}
@@ -191,8 +172,9 @@ def train_3d(setup: TrainSetup3D, callbacks: Callbacks | None = None, resume: bo
     values = tuple(sorted(declared)) if declared else None
     log.info("preprocessing %d case(s) to spacing %s (%s normalization) into %s",
              len(train_cases) + len(val_cases), pre.target_spacing, pre.normalization, cache.folder)
-    train_pp = preprocess_cases(train_cases, pre, cache, values)
-    val_pp = preprocess_cases(val_cases, pre, cache, values)
+    with distributed.main_first():  # DDP: rank 0 fills the cache, the others then read it
+        train_pp = preprocess_cases(train_cases, pre, cache, values)
+        val_pp = preprocess_cases(val_cases, pre, cache, values)
     scheme = label_scheme(declared, train_pp + val_pp)
 
     if setup.auto_patch:
@@ -205,26 +187,27 @@ def train_3d(setup: TrainSetup3D, callbacks: Callbacks | None = None, resume: bo
     torch.manual_seed(cfg.seed)
     model = create_model(setup.model, 3, ds["num_channels"], scheme.num_classes, **model_kwargs)
 
-    out.mkdir(parents=True, exist_ok=True)
-    previous = json.loads((out / RUN_FILE).read_text()) if resume and (out / RUN_FILE).is_file() else {}
-    split_info = previous.get("split") or {"file": str(Path(setup.split_file).resolve()) if setup.split_file else None,
-                                           "fractions": None if setup.split_file else list(setup.split),
-                                           "seed": None if setup.split_file else setup.split_seed}
-    write_json(out / "split.json", {**split_info, **{name: [_case_entry(by_key[k]) for k in keys] for name, keys in split.items()}})
-    save_labels_json(out / "labels.json", scheme, scheme.colors())
-    write_run_info(out, {
-        "task": "segmentation3d",
-        "data": str(Path(setup.data).resolve()),
-        "dataset": {k: ds[k] for k in ("name", "layout", "channel_names", "num_channels", "file_ending")},
-        "preprocess": pre.to_json(),
-        "labels": scheme.to_json(),
-        "patch_size": list(cfg.patch_size),
-        "model": {"name": setup.model, **model_kwargs},
-        "train": cfg.to_json(),
-        "split": split_info,
-        "counts": {k: len(v) for k, v in split.items()},
-        "cache_dir": str(cache.folder.resolve()),
-    })
+    if distributed.is_main():  # rank 0 alone writes (DDP)
+        out.mkdir(parents=True, exist_ok=True)
+        previous = json.loads((out / RUN_FILE).read_text()) if resume and (out / RUN_FILE).is_file() else {}
+        split_info = previous.get("split") or {"file": str(Path(setup.split_file).resolve()) if setup.split_file else None,
+                                               "fractions": None if setup.split_file else list(setup.split),
+                                               "seed": None if setup.split_file else setup.split_seed}
+        write_json(out / "split.json", {**split_info, **{name: [_case_entry(by_key[k]) for k in keys] for name, keys in split.items()}})
+        save_labels_json(out / "labels.json", scheme, scheme.colors())
+        write_run_info(out, {
+            "task": "segmentation3d",
+            "data": str(Path(setup.data).resolve()),
+            "dataset": {k: ds[k] for k in ("name", "layout", "channel_names", "num_channels", "file_ending")},
+            "preprocess": pre.to_json(),
+            "labels": scheme.to_json(),
+            "patch_size": list(cfg.patch_size),
+            "model": {"name": setup.model, **model_kwargs},
+            "train": cfg.to_json(),
+            "split": split_info,
+            "counts": {k: len(v) for k, v in split.items()},
+            "cache_dir": str(cache.folder.resolve()),
+        })
     log.info("training on %d cases, validating on %d (%d test); patch %s, batch %d, %d classes, %s %s",
              len(train_pp), len(val_pp), len(split["test"]), cfg.patch_size, cfg.batch_size, scheme.num_classes,
              setup.model, {k: v for k, v in model_kwargs.items() if k in ("features", "depth", "strides")})
@@ -234,7 +217,8 @@ def train_3d(setup: TrainSetup3D, callbacks: Callbacks | None = None, resume: bo
     val = [(c.image, class_ids(c.label[0], scheme)) for c in val_pp]
     trainer = Trainer(model, sampler, val, cfg, out, scheme.num_classes, callbacks)
     result = trainer.fit(resume=resume)
-    write_curves(out)
+    if distributed.is_main():
+        write_curves(out)
     return result
 
 
