@@ -101,3 +101,21 @@ def test_failed_model_is_reported_and_others_continue(phantom, tmp_path):
     assert [r["model"] for r in csv_rows] == ["fcn", "unet"]
     assert "convs_per_stage" in csv_rows[0]["error"] and csv_rows[0]["mean_dice"] == ""
     assert (tmp_path / "cmp" / "comparison.png").is_file()
+
+
+def test_compare_on_a_separate_test_folder(phantom, tmp_path, capsys):
+    """--test-data: no test part in the split; every model is evaluated on the given folder's images."""
+    test_dir = make_phantom_dataset(tmp_path / "test", n_patients=2, slices_per_patient=2, size=64, seed=7)
+    out = tmp_path / "cmp"
+    assert run_cli("compare", phantom, "--out", out, "--models", "fcn", "--split", "80/20/0",
+                   "--test-data", test_dir, *FAST) == 0
+    rows = read_csv(out / "comparison.csv")
+    assert rows[0]["error"] == "" and int(rows[0]["test_images"]) == 4
+    settings = json.loads((out / "comparison.json").read_text())
+    assert settings["test_data"] == str(test_dir) and len(settings["test_images"]) == 4
+    assert "split.json" in {p.name for p in (out / "fcn").iterdir()}
+
+
+def test_compare_without_any_test_cases_is_refused(phantom, tmp_path, capsys):
+    assert run_cli("compare", phantom, "--out", tmp_path / "cmp", "--models", "fcn", "--split", "80/20/0", *FAST) == 2
+    assert "--test-data" in capsys.readouterr().err

@@ -83,6 +83,8 @@ def compare(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     augment: bool = typer.Option(True, help="Flips, rotation/scaling and intensity augmentation."),
+    monitor: str = typer.Option("val_dice", help="Checkpoint kept (and early stopping): val_dice | val_loss."),
+    test_data: Optional[Path] = typer.Option(None, help="Labelled folder (e.g. an official test set) to evaluate every model on, instead of the split's test part (then e.g. --split 85/15/0)."),
 ) -> None:
     """Train several models on the same split with the same budget; compare test Dice, IoU, size, time."""
     from medseg.cli.progress import TrainProgress
@@ -108,6 +110,7 @@ def compare(
             patch_size=psize or (128, 128), batch_size=batch_size, iterations_per_epoch=iterations,
             max_epochs=epochs if epochs is not None else 500, time_budget=budget_s, optimizer=optimizer, lr=lr,
             schedule=schedule, patience=patience, seed=seed, device=device, threads=threads, augment=augment,
+            monitor=monitor,
         ),
         auto_patch=psize is None,
     )
@@ -118,10 +121,11 @@ def compare(
         console.rule(name)
         return TrainProgress(console, per_model)
 
-    rows = compare_models(data, out, names, budget_s, epochs, base, common_kwargs={"features": features}, progress=progress)
+    rows = compare_models(data, out, names, budget_s, epochs, base, common_kwargs={"features": features}, progress=progress,
+                          test_data=test_data)
     console.rule("comparison")
     n_test = next((r["test_images"] for r in rows if not r.get("error") and not math.isnan(r["mean_dice"])), 0)
-    print_comparison(rows, f"{len(rows)} models, {per_model} each; test split: {n_test} images")
+    print_comparison(rows, f"{len(rows)} models, {per_model} each; {'test split' if test_data is None else test_data}: {n_test} images")
     written = [out / CSV_NAME, out / JSON_NAME] + ([out / PLOT_NAME] if n_test else [])
     console.print(f"written: {', '.join(str(p) for p in written)}; run folders in {out}/<model>", highlight=False)
     if all(r.get("error") for r in rows):

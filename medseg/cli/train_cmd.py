@@ -47,7 +47,7 @@ def train(
     optimizer: str = typer.Option("adam", help="adam | adamw | sgd."),
     schedule: str = typer.Option("cosine", help="constant | cosine | poly."),
     patience: int = typer.Option(30, help="Early stopping: epochs without improvement (0 = off)."),
-    monitor: str = typer.Option("val_loss", help="val_loss | val_dice."),
+    monitor: str = typer.Option("val_loss", help="val_loss | val_dice (a plan sets val_dice; --no-plan keeps val_loss)."),
     time_budget: Optional[str] = typer.Option(None, help="Training time budget, e.g. 15m; the LR schedule fits it."),
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),

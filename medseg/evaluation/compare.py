@@ -92,6 +92,7 @@ def compare_models(
     common_kwargs: dict[str, Any] | None = None,
     progress: ProgressFactory | None = None,
     on_row: Callable[[dict], None] | None = None,
+    test_data: str | Path | None = None,
 ) -> list[dict]:
     """Train, evaluate and time every model of ``models`` on the same split; return one row per model.
 
@@ -111,6 +112,8 @@ def compare_models(
         progress: ``progress(model)`` returns a context manager whose value gets the
             engine's callbacks (or ``None``) while that model trains.
         on_row: called with each row when its model is done.
+        test_data: a labelled folder (e.g. an official test set) on which every model is
+            evaluated and timed instead of the split's test part, which may then be empty.
     """
     from medseg.data.dataset2d import prepare_dataset
     from medseg.training.run2d import TrainSetup2D
@@ -118,8 +121,9 @@ def compare_models(
     names = check_models(models)
     data, out = Path(data), Path(out)
     base = copy.deepcopy(base_setup) if base_setup is not None else TrainSetup2D(data=str(data), out=str(out))
-    if len(base.split) < 3 or not base.split[2] > 0:
-        raise ConfigError("the comparison needs a test subset in the split", hint="use e.g. --split 60/20/20")
+    if test_data is None and (len(base.split) < 3 or not base.split[2] > 0):
+        raise ConfigError("the comparison needs a test subset in the split, or a test folder",
+                          hint="use e.g. --split 60/20/20, or --test-data DIR")
     if budget_seconds is not None:
         if budget_seconds <= 0:
             raise ConfigError(f"time budget must be positive, got {budget_seconds}")
@@ -151,7 +155,7 @@ def compare_models(
             preprocess=copy.deepcopy(base.preprocess), train=copy.deepcopy(base.train),
         )
         try:
-            row = _run_one(setup, progress)
+            row = _run_one(setup, progress, test_data)
             test_keys[name] = row.pop("_test_keys")
         except Exception as e:  # noqa: BLE001 - one failed model must not stop the others
             log.error("%s failed: %s", name, e)
@@ -169,7 +173,7 @@ def compare_models(
         "train": {**base.train.to_json(), **({"patch_size": "auto"} if base.auto_patch else {})},
         "preprocess": base.preprocess.to_json() if base.preprocess else None,
         "common_kwargs": common, "model_kwargs": specific,
-        "test_images": next(iter(test_keys.values()), []),
+        "test_images": next(iter(test_keys.values()), []), "test_data": str(test_data) if test_data else "test split",
     })
     return rows
 
@@ -188,7 +192,7 @@ def _error_text(e: BaseException, setup=None) -> str:
     return text
 
 
-def _run_one(setup, progress: ProgressFactory | None) -> dict:
+def _run_one(setup, progress: ProgressFactory | None, test_data: str | Path | None = None) -> dict:
     from medseg.evaluation.evaluate_run import evaluate_run
     from medseg.models.summary import count_parameters
     from medseg.training.run2d import train_2d
@@ -197,8 +201,8 @@ def _run_one(setup, progress: ProgressFactory | None) -> dict:
     log.info("training %s into %s", name, run_dir)
     with (progress(name) if progress else nullcontext()) as callbacks:
         result = train_2d(setup, callbacks=callbacks)
-    summary = evaluate_run(run_dir)
-    ms, predictor, keys = inference_ms(run_dir)
+    summary = evaluate_run(run_dir, test_data)
+    ms, predictor, keys = inference_ms(run_dir, test_data)
     row: dict[str, Any] = {
         "model": name, "params": count_parameters(predictor.model), "train_seconds": float(result.elapsed),
         "epochs": int(result.epochs), "best_epoch": int(result.best_epoch), "stopped_by": result.stopped_by,
@@ -226,14 +230,19 @@ def _mean_or_nan(stat: dict | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def inference_ms(run_dir: str | Path):
-    """Milliseconds per test image of ``Predictor2D.predict`` (after one warm-up); also the predictor and test keys."""
+def inference_ms(run_dir: str | Path, test_data: str | Path | None = None):
+    """Milliseconds per test image (of the split, or of the folder ``test_data``) of ``Predictor2D.predict``
+    (after one warm-up); also the predictor and test keys."""
     from medseg.inference.predictor import Predictor2D
     from medseg.io import read_image
 
     run_dir = Path(run_dir)
-    split = json.loads((run_dir / "split.json").read_text())
-    entries = split.get("test", [])
+    if test_data is not None:
+        from medseg.data.discovery import discover_cases
+
+        entries = [{"key": c.key, "image": str(c.image)} for c in discover_cases(Path(test_data), require_masks=True)]
+    else:
+        entries = json.loads((run_dir / "split.json").read_text()).get("test", [])
     if not entries:
         raise RunFolderError("the run's split has no test images", path=run_dir)
     predictor = Predictor2D.from_run(run_dir)

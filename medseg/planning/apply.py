@@ -39,6 +39,7 @@ FLAG_ENTRIES = {
     "depth": "network.depth", "dropout": "network.dropout", "normalize": "normalization.scheme",
     "target_spacing": "spacing.target", "crop_nonzero": "crop_to_nonzero.value", "epochs": "training.max_epochs",
     "iterations": "training.iterations_per_epoch", "time_budget": "training.time_budget",
+    "monitor": "training.monitor",
 }
 
 NETWORK_KEYS = ("features", "depth", "strides", "kernel_sizes", "max_features", "dropout")
@@ -106,6 +107,8 @@ def plan_setup(setup, plan: Plan, given: set[str], plan_source: str = "made from
     if entry("iterations", cfg.iterations_per_epoch):
         cfg.iterations_per_epoch = plan["training"]["iterations_per_epoch"]
     cfg.foreground_fraction = plan["training"]["foreground_fraction"]
+    if "monitor" in plan["training"] and entry("monitor", cfg.monitor):
+        cfg.monitor = plan["training"]["monitor"]
     if entry("batch_size", cfg.batch_size):
         cfg.batch_size = plan["batch"]["size"]
 

@@ -12,7 +12,7 @@ decision section carries a ``reason``::
     patch           size: voxels per axis
     batch           size, and the estimated memory of a training step
     network         model, features, depth, strides, kernel_sizes, max_features, dropout
-    training        time_budget (seconds or "30m", null: none), max_epochs, iterations_per_epoch,
+    training        time_budget (seconds or "30m", null: none), max_epochs, iterations_per_epoch, monitor,
                     foreground_fraction
     overrides       entries a `medseg train` flag replaced: {"patch.size": {"plan": ..., "used": ...}}
 
@@ -193,7 +193,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable, bool]]] = {
                 "strides": (_nested_int_lists, False), "kernel_sizes": (_nested_int_lists, False),
                 "max_features": (_int(1, 8192), False), "dropout": (_number(0.0, 0.99), False), "reason": (_text, False)},
     "training": {"time_budget": (_duration, True), "max_epochs": (_int(1), True), "iterations_per_epoch": (_int(1), True),
-                 "foreground_fraction": (_number(0.0, 1.0), True), "reason": (_text, False)},
+                 "foreground_fraction": (_number(0.0, 1.0), True), "monitor": (_choice("val_dice", "val_loss"), False),
+                 "reason": (_text, False)},
 }
 
 

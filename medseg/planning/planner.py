@@ -220,13 +220,14 @@ def make_plan(fp: dict[str, Any], *, device: str = "auto", memory_budget: str | 
     fg_reason = (f"class '{rare[0]['name']}' is rare or tiny ({rare[0]['voxel_fraction']:.2e} of the voxels): "
                  f"{fg_fraction:.0%} of patches are centred on foreground" if rare
                  else f"{fg_fraction:.0%} of patches centred on foreground (nnU-Net's share)")
+    fg_reason += "; the best checkpoint is chosen by mean validation Dice, the metric that is reported"
     if time_budget:
         train_reason = (f"time budget {time_budget:.0f} s: the learning-rate schedule spans it; max_epochs is only a bound; "
                         f"{profile.iterations_per_epoch} steps per epoch; {fg_reason}")
         max_epochs = 1000
     else:
         train_reason = (f"no time budget: up to 500 epochs of {profile.iterations_per_epoch} steps, early stopping on "
-                        f"the validation loss; {fg_reason}")
+                        f"the validation Dice; {fg_reason}")
         max_epochs = 500
 
     batch_reason = (f"{'preferred' if sizing.batch == profile.batch[dims] else 'largest fitting'} batch on "
@@ -252,7 +253,7 @@ def make_plan(fp: dict[str, Any], *, device: str = "auto", memory_budget: str | 
                     "max_features": profile.max_features[dims], "dropout": dropout, "reason": net_reason},
         "training": {"time_budget": time_budget, "max_epochs": max_epochs,
                      "iterations_per_epoch": profile.iterations_per_epoch, "foreground_fraction": fg_fraction,
-                     "reason": train_reason},
+                     "monitor": "val_dice", "reason": train_reason},
     }
     plan = Plan.new(sections)
     log.info("plan: %s, patch %s, batch %d, U-Net depth %d", plan["configuration"]["value"], _fmt(patch), sizing.batch, topo.depth)
