@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 DEMO   ?= demo_out
 
-.PHONY: venv browser demo test bench-drive bench-hippocampus bench-nnunet clean
+.PHONY: venv browser demo test bench-drive bench-hippocampus bench-compare bench-nnunet clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ bench-drive: venv
 
 bench-hippocampus: venv
 	$(BIN)/python benchmarks/hippocampus_unet.py --budget 30m -- --monitor val_dice
+
+# the six models on DRIVE, 15 minutes each, two side by side on one thread each (about 50 minutes on 2 cores)
+bench-compare: venv
+	$(BIN)/python benchmarks/drive_compare.py --budget 15m
 
 # medseg vs nnU-Net (issue 7): nnU-Net in its own venv (benchmarks/.nnunet-venv), same cases, split and machine;
 # on 2 CPU cores about 2 h per dataset (nnU-Net's one epoch alone is about an hour). Appends to BENCHMARKS.md.

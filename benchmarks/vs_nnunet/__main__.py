@@ -125,6 +125,15 @@ def main(argv: list[str] | None = None) -> dict:
     med = MedsegRunner(conv, device, a.budget, tuple(a.medseg_arg))
     preds = work / "predictions"
 
+    def predict_both(tool, name: str, r: dict) -> None:
+        """The evaluated cases predicted with and without test-time augmentation; timings into ``r``."""
+        r["predict"] = {}
+        for tta in (True, False):
+            key = "tta" if tta else "notta"
+            log.info("%s: predict %d cases, %s", name, len(ds.test), key)
+            r["predict"][key] = tool.predict(preds / f"{name}_{key}", tta).to_json()
+            save()
+
     if "nnunet" in steps:
         r = results["nnunet"]
         log.info("nnU-Net: plan and preprocess")
@@ -134,24 +143,14 @@ def main(argv: list[str] | None = None) -> dict:
         r["train"] = nn.train().to_json()
         r["epoch_seconds"] = nn.epoch_seconds()
         save()
-        r["predict"] = {}
-        for tta in (True, False):
-            key = "tta" if tta else "notta"
-            log.info("nnU-Net: predict %d cases, %s", len(ds.test), key)
-            r["predict"][key] = nn.predict(preds / f"nnunet_{key}", tta).to_json()
-            save()
+        predict_both(nn, "nnunet", r)
     if "medseg" in steps:
         r = results["medseg"]
         log.info("medseg: train, budget %s (log in %s)", a.budget, med.logs)
         r["train"] = med.train().to_json()
         r["epochs"] = med.epochs()
         save()
-        r["predict"] = {}
-        for tta in (True, False):
-            key = "tta" if tta else "notta"
-            log.info("medseg: predict %d cases, %s", len(ds.test), key)
-            r["predict"][key] = med.predict(preds / f"medseg_{key}", tta).to_json()
-            save()
+        predict_both(med, "medseg", r)
     if "evaluate" in steps:
         from benchmarks.vs_nnunet.evaluate import medseg_evaluate
 
