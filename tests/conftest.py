@@ -27,3 +27,27 @@ def shared_path(*parts: str) -> _Path:
 def shared():
     """The :func:`shared_path` helper as a fixture: ``shared("datasets", "drive")``."""
     return shared_path
+
+
+@_pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): on a shared
+    2-core machine, two threads that wait on each other are far slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_cli(*args, code: int = 0) -> None:
+    """``medseg ARGS`` in process; asserts its exit status is ``code``."""
+    from medseg.cli.main import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        assert (e.code or 0) == code, f"medseg {' '.join(map(str, args))} exited with {e.code}"
+    else:
+        assert code == 0, f"medseg {' '.join(map(str, args))} exited with 0, expected {code}"

@@ -12,7 +12,6 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from medseg.cli.main import main
 from medseg.data.dataset3d import read_split_file
 from medseg.data.labels import LabelScheme
 from medseg.data.layouts import is_volume_dataset
@@ -22,28 +21,14 @@ from medseg.inference.predictor3d import Predictor3D
 from medseg.io import Geometry, ImageData, read_image, write_image
 from medseg.training.history import read_history
 from medseg.training.run3d import auto_patch_size_3d, plan_unet_3d
-from tests.conftest import shared_path
+from tests.conftest import run_cli, shared_path
 from tests.helpers3d import GEOMETRY, oblique_direction, regrid, write_msd_dataset
 
 FAST = ["--epochs", "2", "--iterations", "2", "--features", "4", "--depth", "2", "--threads", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, two threads that wait on each other are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def run_cli(*args, code: int = 0) -> None:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        assert (e.code or 0) == code, f"medseg {' '.join(map(str, args))} exited with {e.code}"
-    else:
-        assert code == 0, f"medseg {' '.join(map(str, args))} exited with 0, expected {code}"
 
 
 def geometry_of(path: Path) -> tuple:

@@ -9,28 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from medseg.cli.main import main
+from tests.conftest import run_cli
 from tests.helpers2d import write_disc_dataset
 from tests.test_planning import write_anisotropic_ct
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def run_cli(*args, code: int = 0) -> None:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        assert (e.code or 0) == code, f"medseg {' '.join(map(str, args))} exited with {e.code}"
-    else:
-        assert code == 0, f"medseg {' '.join(map(str, args))} exited with 0, expected {code}"
 
 
 def edit_json(path: Path, **sections) -> Path:

@@ -9,33 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 from PIL import Image
 
-from medseg.cli.main import main
 from medseg.evaluation.calibration import apply_temperature
 from medseg.inference.predictor import Predictor2D
 from medseg.inference.predictor3d import Predictor3D
 from medseg.io import read_image
+from tests.conftest import run_cli
 from tests.helpers2d import write_disc_dataset
 from tests.helpers3d import regrid, write_msd_dataset
 
 FAST = ["--epochs", "2", "--iterations", "2", "--batch-size", "2", "--features", "4", "--depth", "2", "--threads", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def run_cli(*args) -> None:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        assert (e.code or 0) == 0, f"medseg {' '.join(map(str, args))} exited with {e.code}"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read_csv(path: Path) -> list[dict]:
