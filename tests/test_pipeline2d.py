@@ -131,7 +131,7 @@ def test_time_budget_stops_training(tmp_path):
     data = write_disc_dataset(tmp_path / "discs", n=4, size=32)
     run = tmp_path / "run"
     run_cli("train", data, "--out", run, "--features", "4", "--depth", "2", "--time-budget", "2s",
-            "--epochs", "100000", "--iterations", "2", "--batch-size", "2")
+            "--epochs", "100000", "--iterations", "2", "--batch-size", "2", "--patience", "0")
     state = json.loads((run / "checkpoints" / "last.json").read_text())
     assert state["info"]["stopped_by"] == "time_budget"
     assert state["info"]["epoch"] < 100000 - 1

@@ -62,7 +62,7 @@ def test_train_with_an_edited_plan_and_no_other_flags(discs, tmp_path):
               network={"features": 4, "depth": 2, "strides": [[2, 2], [2, 2]], "kernel_sizes": [[3, 3]] * 3},
               batch={"size": 3}, normalization={"scheme": ["minmax"]})
     run = tmp_path / "run"
-    run_cli("train", discs, "--out", run, "--plan", plan)
+    run_cli("train", discs, "--out", run, "--plan", plan, "--patience", "0")  # patience is not a plan entry
     info = json.loads((run / "medseg_run.json").read_text())
     assert info["train"]["time_budget"] == 2 and info["train"]["batch_size"] == 3 and info["train"]["patch_size"] == [48, 48]
     assert info["preprocess"]["normalize"] == "minmax"
