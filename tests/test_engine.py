@@ -169,3 +169,14 @@ def test_deep_supervision_trains_and_validates(tmp_path):
     result = trainer.fit()
     assert result.epochs == 1 and np.isfinite(result.history[0]["train_loss"])
     assert 0.0 <= result.history[0]["val_dice"] <= 1.0
+
+
+def test_loader_threads_train_the_same_weights(tmp_path):
+    """Batches are numbered, not streamed: cropping them ahead in threads changes nothing."""
+    common = dict(deterministic=True, amp=False, max_epochs=2)
+    make_trainer(tmp_path / "inline", loader_workers=0, **common).fit()
+    trainer = make_trainer(tmp_path / "threads", loader_workers=2, **common)
+    assert trainer.loader.workers == 2
+    trainer.fit()
+    inline, threads = final_weights(tmp_path / "inline"), final_weights(tmp_path / "threads")
+    assert all(torch.equal(inline[k], threads[k]) for k in inline)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from medseg.data.augment import AugmentConfig, BatchAugment
+from medseg.data.loader import BatchLoader
 from medseg.data.sampling import PatchSampler
 from medseg.errors import ConfigError
 from medseg.evaluation.overlap import OverlapMetric, mean_foreground, scores_from_confusion
@@ -257,7 +258,9 @@ class Trainer:
         self.loss_fn = DiceCELoss()
         self.optimizer = _make_optimizer(self.net, config)
         self.augment = BatchAugment(AugmentConfig.from_dict(config.augmentation)) if config.augment else None
-        self.np_rng = np.random.default_rng(stream_seed)
+        workers = config.loader_workers if config.loader_workers is not None else (2 if self.device.type == "cuda" else 0)
+        self.loader = BatchLoader(sampler, config.batch_size, stream_seed, workers)
+        self.step = 0  # the global step whose batch next_batch() gives next
         self.aug_gen = torch.Generator().manual_seed(stream_seed)
         self.amp_dtype = amp_dtype_for(self.device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
@@ -274,7 +277,7 @@ class Trainer:
     # ---- state ------------------------------------------------------------------------
     def _save_state(self, st: LoopState) -> None:
         """Checkpoint (collective under DDP: every rank's generators go into rank 0's file)."""
-        rngs = distributed.gather(capture_rng(self.np_rng, {"augment": self.aug_gen}))
+        rngs = distributed.gather(capture_rng(None, {"augment": self.aug_gen}))
         if self.dist.is_main:
             save_state(self.run_dir / STATE_STEM, self.net, self.optimizer, asdict(st), rngs)
         self._last_save = time.perf_counter()
@@ -285,7 +288,7 @@ class Trainer:
         if isinstance(rngs, dict):  # a single-process state
             rngs = [rngs]
         if len(rngs) == self.dist.world_size:
-            restore_rng(rngs[self.dist.rank], self.np_rng, {"augment": self.aug_gen})
+            restore_rng(rngs[self.dist.rank], None, {"augment": self.aug_gen})
         else:
             log.warning("the checkpoint was written by %d process(es), this run has %d: random streams start afresh",
                         len(rngs), self.dist.world_size)
@@ -316,8 +319,10 @@ class Trainer:
 
     # ---- steps ------------------------------------------------------------------------
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next training batch, sampled and moved to the device (before augmentation)."""
-        x_np, y_np = self.sampler.batch(self.cfg.batch_size, self.np_rng)
+        """The next training batch (batch number ``self.step``, see :mod:`medseg.data.loader`),
+        moved to the device (before augmentation)."""
+        x_np, y_np = self.loader.get(self.step)
+        self.step += 1
         if self._debug is not None:
             self._debug["batches"].append(hashlib.sha1(x_np.tobytes()).hexdigest()[:16])
         x = torch.from_numpy(x_np).to(self.device, non_blocking=True)
@@ -438,6 +443,7 @@ class Trainer:
                 if out_of_time:
                     break
                 lr = cfg.lr * lr_factor(cfg.schedule, progress, cfg.warmup)
+                self.step = epoch * cfg.iterations_per_epoch + it
                 loss = self.train_step(lr, metric)
                 st.epoch_losses.append(loss)
                 st.next_iteration += 1
@@ -455,6 +461,7 @@ class Trainer:
         st.finished, st.stopped_by, st.elapsed = True, stopped_by, time.perf_counter() - t0
         self._save_state(st)
         self._write_debug()
+        self.loader.close()
         log.info("training stopped (%s) after %d epochs, %.0f s; best epoch %d", stopped_by, st.epoch + 1, st.elapsed, st.best_epoch)
         return TrainResult(st.epoch + 1, st.best_epoch, st.best, stopped_by, st.elapsed, history)
 
