@@ -56,6 +56,7 @@ def train(
     checkpoint_every: str = typer.Option("5m", help="Interval of resumable checkpoints (also mid-epoch), e.g. 5m or 30s; one is also written at every new best score."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic algorithms and saved random states: a resumed run ends with the same weights as an uninterrupted one (epoch-based schedules)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (falls back to eager with a warning when that fails)."),
+    ema: float = typer.Option(0.0, "--ema", min=0.0, max=0.9999, help="Validate and save an exponential moving average of the weights with this per-step decay (e.g. 0.995); 0: off."),
     loader_workers: Optional[int] = typer.Option(None, "--loader-workers", min=0, help="Threads cropping the next batches during each step (default: 2 on CUDA, 0 on CPU); the batches are the same for any number."),
     deep_supervision: Optional[bool] = typer.Option(None, "--deep-supervision/--no-deep-supervision", help="unet/resunet: also train outputs at lower scales (loss weights halving per scale, as nnU-Net)."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="Use this plan.json (see `medseg plan`); flags given here override single entries. Default: plan from the data, saved as RUN/plan.json."),
@@ -88,6 +89,7 @@ def train(
             optimizer=optimizer, lr=lr, schedule=schedule, patience=patience, monitor=monitor, seed=seed,
             device=device, threads=threads, augment=augment, checkpoint_every=parse_duration(checkpoint_every),
             deterministic=deterministic, compile=compile_model, loader_workers=loader_workers,
+            ema_decay=ema,
         )
         model_kwargs = {k: v for k, v in {"features": features, "depth": depth, "dropout": dropout}.items() if v is not None}
         if volumes:

@@ -85,12 +85,14 @@ def restore_rng(state: dict[str, Any], numpy_rng: np.random.Generator | None = N
 
 
 def save_state(stem: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               info: dict[str, Any], rng: Any = None) -> None:
-    """Write the training state (see the module docstring); ``rng``: JSON-able generator states."""
+               info: dict[str, Any], rng: Any = None, extra: dict[str, torch.nn.Module] | None = None) -> None:
+    """Write the training state (see the module docstring); ``rng``: JSON-able generator states;
+    ``extra``: more networks (e.g. ``{"ema": averaged}``), stored under their name as prefix."""
     stem = Path(stem)
     tensors: dict[str, torch.Tensor] = {}
-    for k, v in unwrap(model).state_dict().items():
-        tensors[f"model.{k}"] = v.detach().cpu().contiguous()
+    for prefix, net in {"model": model, **(extra or {})}.items():
+        for k, v in unwrap(net).state_dict().items():
+            tensors[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for idx, st in opt["state"].items():
@@ -124,15 +126,21 @@ def read_state_meta(stem: str | Path) -> dict[str, Any]:
     return {"info": old["info"], "optimizer": old["optimizer"], "rng": {"numpy": old.get("numpy_rng")}}
 
 
-def load_state(stem: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore the model and optimizer saved by :func:`save_state`; returns the metadata
-    (``info`` and ``rng``; restoring the generators is the caller's, see :func:`restore_rng`)."""
+def load_state(stem: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               extra: dict[str, torch.nn.Module] | None = None) -> dict[str, Any]:
+    """Restore the model and optimizer saved by :func:`save_state` (and the ``extra`` networks found
+    in the file; those absent are left as they are); returns the metadata (``info`` and ``rng``;
+    restoring the generators is the caller's, see :func:`restore_rng`)."""
     stem = Path(stem)
     meta = read_state_meta(stem)
     tensors = load_tensors(stem.with_suffix(".safetensors"))
     target = unwrap(model)
     device = next(target.parameters()).device
     target.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for prefix, net in (extra or {}).items():
+        saved = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        if saved:
+            unwrap(net).load_state_dict(saved)
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):

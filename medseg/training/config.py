@@ -47,6 +47,8 @@ class TrainConfig:
         loader_workers: threads that crop the next batches while the model trains (see
             :mod:`medseg.data.loader`; batches are the same for any number). ``None``: 2 on CUDA,
             0 on the CPU, where the cores are busy training and cropping takes well under 1% of a step.
+        ema_decay: validate and save an exponential moving average of the weights with this per-step
+            decay (e.g. 0.995, about 200 steps; see :mod:`medseg.training.ema`). ``0``: the weights as trained.
     """
 
     patch_size: tuple[int, ...] = (128, 128)
@@ -74,6 +76,7 @@ class TrainConfig:
     deterministic: bool = False
     compile: bool = False
     loader_workers: int | None = None
+    ema_decay: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,6 +91,8 @@ class TrainConfig:
             raise ConfigError(f"time budget must be positive, got {self.time_budget}")
         if self.loader_workers is not None and self.loader_workers < 0:
             raise ConfigError(f"loader workers must not be negative, got {self.loader_workers}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"EMA decay must be in [0, 1), got {self.ema_decay}", hint="e.g. 0.995; 0 switches it off")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}")
         from medseg.data.augment import AugmentConfig

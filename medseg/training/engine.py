@@ -58,6 +58,7 @@ from medseg.training.checkpoint import capture_rng, load_state, restore_rng, sav
 from medseg.training.config import TrainConfig
 from medseg.training.history import read_history, write_history
 from medseg.training.losses import DiceCELoss, soft_dice_loss
+from medseg.training.ema import WeightEMA
 from medseg.training.schedule import lr_factor
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class LoopState:
     train_cm: list | None = None    # the running epoch's training confusion matrix
     finished: bool = False
     stopped_by: str = ""
+    ema_updates: int = 0            # steps averaged into the EMA weights (``ema_decay``)
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> "LoopState":
@@ -245,7 +247,7 @@ class Trainer:
                 log.warning("--deterministic with a time budget: the learning rate follows the clock, so runs are not reproducible")
         stream_seed = config.seed + self.dist.rank
         seed_everything(stream_seed)
-        self.net = model.to(self.device)  # the plain network: validation and saving
+        self.net = model.to(self.device)  # the plain network (validated and saved unless ema_decay)
         if self.device.type == "cuda" and model.spatial_dims == 2:
             self.net = self.net.to(memory_format=torch.channels_last)
         self._eager = distributed.wrap(self.net, self.device)
@@ -256,6 +258,7 @@ class Trainer:
         self.num_classes = num_classes
         self.callbacks = callbacks
         self.loss_fn = DiceCELoss()
+        self.ema = WeightEMA(self.net, config.ema_decay) if config.ema_decay else None
         self.optimizer = _make_optimizer(self.net, config)
         self.augment = BatchAugment(AugmentConfig.from_dict(config.augmentation)) if config.augment else None
         workers = config.loader_workers if config.loader_workers is not None else (2 if self.device.type == "cuda" else 0)
@@ -274,16 +277,26 @@ class Trainer:
         """The network being trained (without DDP/compile wrappers)."""
         return self.net
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The network validated and saved: the weight average with ``ema_decay``, else :attr:`model`."""
+        return self.ema.module if self.ema is not None else self.net
+
+    def _extra_nets(self) -> dict[str, torch.nn.Module]:
+        return {"ema": self.ema.module} if self.ema is not None else {}
+
     # ---- state ------------------------------------------------------------------------
     def _save_state(self, st: LoopState) -> None:
         """Checkpoint (collective under DDP: every rank's generators go into rank 0's file)."""
         rngs = distributed.gather(capture_rng(None, {"augment": self.aug_gen}))
+        if self.ema is not None:
+            st.ema_updates = self.ema.updates
         if self.dist.is_main:
-            save_state(self.run_dir / STATE_STEM, self.net, self.optimizer, asdict(st), rngs)
+            save_state(self.run_dir / STATE_STEM, self.net, self.optimizer, asdict(st), rngs, self._extra_nets())
         self._last_save = time.perf_counter()
 
     def _load_state(self) -> LoopState:
-        meta = load_state(self.run_dir / STATE_STEM, self.net, self.optimizer)
+        meta = load_state(self.run_dir / STATE_STEM, self.net, self.optimizer, self._extra_nets())
         rngs = meta.get("rng") or {}
         if isinstance(rngs, dict):  # a single-process state
             rngs = [rngs]
@@ -292,7 +305,10 @@ class Trainer:
         else:
             log.warning("the checkpoint was written by %d process(es), this run has %d: random streams start afresh",
                         len(rngs), self.dist.world_size)
-        return LoopState.from_info(meta["info"])
+        st = LoopState.from_info(meta["info"])
+        if self.ema is not None:
+            self.ema.updates = st.ema_updates
+        return st
 
     def _checkpoint_due(self) -> bool:
         return time.perf_counter() - self._last_save >= self.cfg.checkpoint_every
@@ -378,6 +394,8 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.net)
         if metric is not None:
             main = out[0] if isinstance(out, (list, tuple)) else out
             metric.update(main.detach().max(1).indices, y)  # (argmax over dim 1 is ~10x slower on CPU)
@@ -392,7 +410,7 @@ class Trainer:
         for image, label in self.val_cases:
             with autocast_for(self.device, self.amp_dtype):
                 probs = predict_probabilities(
-                    self.net, torch.from_numpy(np.array(image, dtype=np.float32)), self.cfg.patch_size,
+                    self.eval_model, torch.from_numpy(np.array(image, dtype=np.float32)), self.cfg.patch_size,
                     overlap=self.cfg.val_overlap, batch_size=8,
                 ).float().cpu()
             target = torch.from_numpy(np.asarray(label, dtype=np.int64))
@@ -490,7 +508,7 @@ class Trainer:
             improved = self._better(score, st.best) if val else True
             if improved:
                 st.best, st.best_epoch, st.bad_epochs = score, epoch, 0
-                save_model(self.run_dir, self.net)
+                save_model(self.run_dir, self.eval_model)
             else:
                 st.bad_epochs += 1
             row["best"] = int(improved)
