@@ -45,7 +45,7 @@ bench-compare: venv
 	$(BIN)/python benchmarks/drive_compare.py --budget 15m
 
 # medseg vs nnU-Net (issue 7): nnU-Net in its own venv (benchmarks/.nnunet-venv), same cases, split and machine;
-# on 2 CPU cores about 2 h per dataset (nnU-Net's one epoch alone is about an hour). Appends to BENCHMARKS.md.
+# on 2 CPU cores about 70 min for Hippocampus (nnU-Net's one epoch 32 min) and well over 2 h for DRIVE. Appends to BENCHMARKS.md.
 NNUNET_DATASETS ?= hippocampus drive
 NNUNET_BUDGET   ?= 30m
 bench-nnunet: venv

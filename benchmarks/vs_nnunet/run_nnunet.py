@@ -35,7 +35,7 @@ SMOKE_TRAINER = "nnUNetTrainer_medsegSmoke"
 
 
 def default_trainer(device: str) -> str:
-    """The epoch-limited trainer of the issue: 1 epoch on a CPU (about an hour on 2 cores), 20 on a GPU."""
+    """The epoch-limited trainer of the issue: 1 epoch on a CPU (32 min for Hippocampus on 2 cores here; DRIVE much longer), 20 on a GPU."""
     return "nnUNetTrainer_1epoch" if device == "cpu" else "nnUNetTrainer_20epochs"
 
 
