@@ -15,14 +15,11 @@ threads share the memory maps without pickling them.
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from medseg.data.sampling import PatchSampler
-
-log = logging.getLogger(__name__)
 
 
 def batch_rng(seed: int, step: int) -> np.random.Generator:

@@ -1,15 +1,16 @@
 """Resumable training state, without pickle, in one atomic file.
 
-``save_state(stem, ...)`` writes ``<stem>.safetensors``: the model weights and
-optimizer tensors, with everything else (loop position, best score, optimizer
+``save_state(stem, ...)`` writes ``<stem>.safetensors``: the model weights (and those of
+``extra`` networks, such as the weight average), the optimizer tensors, with everything else (loop position, best score, optimizer
 hyper-parameters, random-generator states) as JSON in the file's metadata. The
 file is replaced atomically, so a ``kill -9`` at any moment leaves either the
 previous or the new state, never a mix. ``<stem>.json`` is a readable copy of
 the metadata, written after it (tools and tests read it; resuming does not).
 
 Random-generator states (:func:`capture_rng` / :func:`restore_rng`) are plain
-JSON: Python's ``random``, NumPy's global and the sampler's generators, torch's
-CPU (and CUDA) generators and named ``torch.Generator`` objects. Under DDP, the
+JSON: Python's ``random``, NumPy's global generator, torch's CPU (and CUDA)
+generators and named ``torch.Generator`` objects. (Training batches need none:
+they are drawn by step number, see :mod:`medseg.data.loader`.) Under DDP, the
 engine stores one such entry per rank.
 """
 
@@ -47,7 +48,7 @@ def _unb64(s: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
 
 
-def capture_rng(numpy_rng: np.random.Generator | None = None, generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
     """Every random-generator state this process uses, as JSON-able data."""
     py = random.getstate()
     npg = np.random.get_state()
@@ -57,15 +58,12 @@ def capture_rng(numpy_rng: np.random.Generator | None = None, generators: dict[s
         "torch": _b64(torch.get_rng_state()),
         "generators": {k: _b64(g.get_state()) for k, g in (generators or {}).items()},
     }
-    if numpy_rng is not None:
-        state["numpy"] = numpy_rng.bit_generator.state
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
     return state
 
 
-def restore_rng(state: dict[str, Any], numpy_rng: np.random.Generator | None = None,
-                generators: dict[str, torch.Generator] | None = None) -> None:
+def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
     """Put back what :func:`capture_rng` captured (entries absent from ``state`` are left alone)."""
     if "python" in state:
         v, internal, gauss = state["python"]
@@ -78,8 +76,6 @@ def restore_rng(state: dict[str, Any], numpy_rng: np.random.Generator | None = N
     for k, g in (generators or {}).items():
         if k in state.get("generators", {}):
             g.set_state(_unb64(state["generators"][k]))
-    if numpy_rng is not None and "numpy" in state:
-        numpy_rng.bit_generator.state = state["numpy"]
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
 
@@ -123,7 +119,7 @@ def read_state_meta(stem: str | Path) -> dict[str, Any]:
     if not legacy.is_file():
         raise RunFolderError("no training state to resume from", path=legacy, hint="start a new run without --resume")
     old = json.loads(legacy.read_text())
-    return {"info": old["info"], "optimizer": old["optimizer"], "rng": {"numpy": old.get("numpy_rng")}}
+    return {"info": old["info"], "optimizer": old["optimizer"], "rng": None}
 
 
 def load_state(stem: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -134,12 +130,10 @@ def load_state(stem: str | Path, model: torch.nn.Module, optimizer: torch.optim.
     stem = Path(stem)
     meta = read_state_meta(stem)
     tensors = load_tensors(stem.with_suffix(".safetensors"))
-    target = unwrap(model)
-    device = next(target.parameters()).device
-    target.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    for prefix, net in (extra or {}).items():
+    device = next(unwrap(model).parameters()).device
+    for prefix, net in {"model": model, **(extra or {})}.items():
         saved = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-        if saved:
+        if saved or net is model:
             unwrap(net).load_state_dict(saved)
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():

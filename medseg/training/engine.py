@@ -288,7 +288,7 @@ class Trainer:
     # ---- state ------------------------------------------------------------------------
     def _save_state(self, st: LoopState) -> None:
         """Checkpoint (collective under DDP: every rank's generators go into rank 0's file)."""
-        rngs = distributed.gather(capture_rng(None, {"augment": self.aug_gen}))
+        rngs = distributed.gather(capture_rng({"augment": self.aug_gen}))
         if self.ema is not None:
             st.ema_updates = self.ema.updates
         if self.dist.is_main:
@@ -301,7 +301,7 @@ class Trainer:
         if isinstance(rngs, dict):  # a single-process state
             rngs = [rngs]
         if len(rngs) == self.dist.world_size:
-            restore_rng(rngs[self.dist.rank], None, {"augment": self.aug_gen})
+            restore_rng(rngs[self.dist.rank], {"augment": self.aug_gen})
         else:
             log.warning("the checkpoint was written by %d process(es), this run has %d: random streams start afresh",
                         len(rngs), self.dist.world_size)
