@@ -14,13 +14,15 @@ in interleaved blocks (robust to other load on the machine):
 - **model**: forward/backward/step on random tensors already on the device.
 
 overhead = (full step time - model step time) / model step time. The data path is also
-timed on its own (sampling, augmentation). Preprocessed Hippocampus cases are cached
+timed on its own (sampling, augmentation), and so is one validation pass over the run's validation
+cases as the engine runs it, which gives an epoch's time: iterations x full step + validation. Preprocessed Hippocampus cases are cached
 in ``--cache`` so that later runs skip preprocessing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -85,6 +87,14 @@ def timed(fn, n: int, device) -> list[float]:
     return times
 
 
+def validation_times(trainer, reps: int = 2) -> tuple[list[float], list[dict]]:
+    """Seconds of one ``trainer.validate()`` over the run's validation cases, as the engine runs it each epoch."""
+    rows: list[dict] = []
+    dev = trainer.device
+    timed(lambda: rows.append(trainer.validate()), 1, dev)  # warm-up
+    return timed(lambda: rows.append(trainer.validate()), reps, dev), rows
+
+
 def measure(trainer, steps: int, block: int = 5) -> dict:
     import torch
 
@@ -121,10 +131,11 @@ def measure(trainer, steps: int, block: int = 5) -> dict:
 
     batch = trainer.next_batch()
     t_sample = timed(sample, 2 * block, dev)
+    t_val, val_rows = validation_times(trainer)
     t_aug = timed(augment, 2 * block, dev) if trainer.augment else [0.0]
     med = statistics.median
     return {"patch": "x".join(map(str, cfg.patch_size)), "batch": cfg.batch_size, "full": med(t_full), "model": med(t_model),
-            "sample": med(t_sample), "augment": med(t_aug), "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "float32"}
+            "sample": med(t_sample), "augment": med(t_aug), "validate": med(t_val), "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "float32"}
 
 
 def main() -> None:
@@ -153,18 +164,23 @@ def main() -> None:
             trainer.amp_dtype = None
         r = measure(trainer, a.steps)
         r["dataset"], r["device"] = name, str(trainer.device)
+        # the planned epoch length (the one-step run itself was told --iterations 1)
+        plan = json.loads((run / "plan.json").read_text()) if (run / "plan.json").is_file() else {}
+        r["iterations"] = plan.get("training", {}).get("iterations_per_epoch", 50)
         rows.append(r)
     print()
     print(f"machine: {describe()}")
     print(f"train flags: {' '.join(a.extra) or '(medseg defaults)'}; median step times over {a.steps} steps of each kind")
     print("| dataset | device | amp | patch | batch | full samples/s | model-only samples/s | full ms/step | model ms/step "
-          "| overhead | sampling ms | augmentation ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| overhead | sampling ms | augmentation ms | validation s | epoch s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         over = (r["full"] - r["model"]) / r["model"]
         print(f"| {r['dataset']} | {r['device']} | {r['amp']} | {r['patch']} | {r['batch']} | {r['batch'] / r['full']:.1f} | "
               f"{r['batch'] / r['model']:.1f} | {1000 * r['full']:.0f} | {1000 * r['model']:.0f} | {100 * over:+.1f}% | "
-              f"{1000 * r['sample']:.1f} | {1000 * r['augment']:.1f} |")
+              f"{1000 * r['sample']:.1f} | {1000 * r['augment']:.1f} | {r['validate']:.2f} | "
+              f"{r['iterations'] * r['full'] + r['validate']:.1f} |")
+    print("epoch s = planned iterations per epoch x full step + one validation pass (the engine's, every epoch)")
 
 
 if __name__ == "__main__":

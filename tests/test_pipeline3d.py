@@ -150,6 +150,22 @@ def test_predict_writes_onto_the_inputs_own_grid(blob_run, tmp_path, suffix, tol
     assert probs.shape == (3, *labels.shape[1:])
 
 
+def test_prediction_runs_in_the_validated_precision_unless_told_not_to(blob_run, tmp_path):
+    """Predictors use training's autocast (bf16 where the CPU has it, as validation does); ``amp=False`` and
+    ``--no-amp`` give float32. The two agree up to bf16 rounding."""
+    from medseg.training.engine import amp_dtype_for
+
+    data, run = blob_run
+    image = read_image(data / "imagesTr" / "case_000.nii.gz")
+    amp, fp32 = Predictor3D.from_run(run, mirror=True), Predictor3D.from_run(run, mirror=True, amp=False)
+    assert amp.amp_dtype == amp_dtype_for(torch.device("cpu")) and fp32.amp_dtype is None
+    a, b = amp.predict(image, probabilities=True), fp32.predict(image, probabilities=True)
+    assert np.abs(a.probabilities - b.probabilities).max() < 0.05
+    assert (a.labels == b.labels).mean() > 0.99
+    run_cli("predict", run, data / "imagesTr" / "case_000.nii.gz", "--out", tmp_path / "pred", "--tta", "--no-amp")
+    np.testing.assert_array_equal(read_image(tmp_path / "pred" / "case_000.nii.gz").array[0], b.labels)
+
+
 def test_evaluate_writes_per_case_csv_and_summary(blob_run):
     _, run = blob_run
     run_cli("evaluate", run)

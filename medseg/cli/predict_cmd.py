@@ -24,6 +24,8 @@ def predict(
     calibration: bool = typer.Option(True, help="Apply the run's fitted temperature (RUN/calibration.json, `medseg calibrate`) "
                                      "to the probabilities; labels are unchanged."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    amp: bool = typer.Option(True, help="Run the network in bf16 (fp16 on older GPUs) where training would, as its "
+                             "validation did; --no-amp: float32 throughout."),
 ) -> None:
     """Predict a mask per image, at the image's original size (3D: exactly on the input's grid)."""
     from medseg.runfolder import read_run_info
@@ -33,7 +35,7 @@ def predict(
     if read_run_info(run).get("task") == "segmentation3d":
         from medseg.inference.predictor3d import Predictor3D
 
-        predictor3d = Predictor3D.from_run(run, mirror=tta, device=device, calibration=calibration)
+        predictor3d = Predictor3D.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp)
         written, failed = predictor3d.predict_files(inputs, out, save_probabilities=save_probabilities, uncertainty=uncertainty)
         _report(written, failed, out, "label maps", uncertainty)
         return
@@ -53,7 +55,7 @@ def predict(
             files.append(p)
         else:
             raise DataError("input not found", path=p)
-    predictor = Predictor2D.from_run(run, mirror=tta, device=device, calibration=calibration)
+    predictor = Predictor2D.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp)
     written2d, failed2d = predictor.predict_files(files, out, fmt=format, overlays=overlay, uncertainty=uncertainty)
     _report(written2d, failed2d, out, "masks", uncertainty)
 

@@ -28,7 +28,7 @@ from medseg.inference.sliding_window import predict_probabilities
 from medseg.inference.uncertainty import (UNCERTAINTY_CSV, CaseUncertainty, case_uncertainty, entropy_png, normalized_entropy,
                                           save_npy, write_uncertainty_csv)
 from medseg.runfolder import read_run_info
-from medseg.training.engine import resolve_device
+from medseg.training.engine import amp_dtype_for, autocast_for, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,9 @@ class Prediction:
 class Predictor2D:
     def __init__(self, model: torch.nn.Module, pre: Preprocess2D, scheme: LabelScheme, colors: list,
                  patch_size: tuple[int, ...], overlap: float = 0.5, mirror: bool = False, device: str = "auto",
-                 temperature: float | None = None):
+                 temperature: float | None = None, amp: bool = True):
         self.device = resolve_device(device)
+        self.amp_dtype = amp_dtype_for(self.device, amp)  # the precision training validated in
         self.model = model.to(self.device).eval()
         self.pre, self.scheme, self.colors = pre, scheme, [tuple(c) for c in colors]
         self.patch_size, self.overlap, self.mirror = tuple(patch_size), overlap, mirror
@@ -57,8 +58,9 @@ class Predictor2D:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, overlap: float = 0.5, mirror: bool = False, device: str = "auto",
-                 calibration: bool = True) -> "Predictor2D":
-        """``calibration``: apply the temperature of ``RUN/calibration.json`` when there is one."""
+                 calibration: bool = True, amp: bool = True) -> "Predictor2D":
+        """``calibration``: apply the temperature of ``RUN/calibration.json`` when there is one; ``amp``: the
+        network runs under bf16/fp16 autocast where training would (as its validation did), else in float32."""
         run_dir = Path(run_dir)
         info = read_run_info(run_dir)
         if info.get("task") != "segmentation2d":
@@ -67,13 +69,14 @@ class Predictor2D:
         scheme = LabelScheme.from_json(info["labels"])
         colors = info.get("display_colors") or scheme.colors()
         return cls(model, Preprocess2D.from_json(info["preprocess"]), scheme, colors,
-                   tuple(info["train"]["patch_size"]), overlap, mirror, device, run_temperature(run_dir, calibration))
+                   tuple(info["train"]["patch_size"]), overlap, mirror, device, run_temperature(run_dir, calibration), amp)
 
     def predict(self, image: ImageData, uncertainty: bool = False) -> Prediction:
         """Class ids and probabilities at ``image``'s size (and its entropy map and score, if asked)."""
         x = torch.from_numpy(self.pre.image(image.array))
-        probs = predict_probabilities(self.model, x, self.patch_size, overlap=self.overlap, batch_size=8,
-                                      mirror_axes=(0, 1) if self.mirror else (), device=self.device).cpu()
+        with autocast_for(self.device, self.amp_dtype):
+            probs = predict_probabilities(self.model, x, self.patch_size, overlap=self.overlap, batch_size=8,
+                                          mirror_axes=(0, 1) if self.mirror else (), device=self.device).cpu()
         probs = self.pre.restore(probs, image.spatial_shape).numpy()
         if self.temperature:
             probs = apply_temperature(probs, self.temperature)

@@ -33,7 +33,7 @@ from medseg.io.base import file_suffix
 from medseg.io.volume import VOLUME_SUFFIXES
 from medseg.io.weights import load_model
 from medseg.runfolder import read_run_info
-from medseg.training.engine import resolve_device
+from medseg.training.engine import amp_dtype_for, autocast_for, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,9 @@ def collect_inputs(inputs: list[str | Path]) -> list[VolumeInput]:
 class Predictor3D:
     def __init__(self, model: torch.nn.Module, pre: Preprocess3D, scheme: LabelScheme, patch_size: tuple[int, ...],
                  num_channels: int = 1, overlap: float = 0.5, mirror: bool = False, device: str = "auto",
-                 batch_size: int = 2, temperature: float | None = None):
+                 batch_size: int = 2, temperature: float | None = None, amp: bool = True):
         self.device = resolve_device(device)
+        self.amp_dtype = amp_dtype_for(self.device, amp)  # the precision training validated in
         self.model = model.to(self.device).eval()
         self.pre, self.scheme, self.num_channels = pre, scheme, num_channels
         self.patch_size, self.overlap, self.mirror, self.batch_size = tuple(patch_size), overlap, mirror, batch_size
@@ -130,15 +131,16 @@ class Predictor3D:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, mirror: bool = False, overlap: float = 0.5, device: str = "auto",
-                 calibration: bool = True) -> "Predictor3D":
-        """``calibration``: apply the temperature of ``RUN/calibration.json`` when there is one."""
+                 calibration: bool = True, amp: bool = True) -> "Predictor3D":
+        """``calibration``: apply the temperature of ``RUN/calibration.json`` when there is one; ``amp``: the
+        network runs under bf16/fp16 autocast where training would (as its validation did), else in float32."""
         run_dir = Path(run_dir)
         info = read_run_info(run_dir)
         if info.get("task") != "segmentation3d":
             raise ConfigError(f"run task '{info.get('task')}' is not 3D segmentation", path=run_dir)
         return cls(load_model(run_dir), Preprocess3D.from_json(info["preprocess"]), LabelScheme.from_json(info["labels"]),
                    tuple(info["patch_size"]), int(info["dataset"]["num_channels"]), overlap, mirror, device,
-                   temperature=run_temperature(run_dir, calibration))
+                   temperature=run_temperature(run_dir, calibration), amp=amp)
 
     def predict(self, image: ImageData, probabilities: bool = False, uncertainty: bool = False) -> Prediction3D:
         """Label values ``(x, y, z)`` on ``image``'s own grid (and the class probabilities, the entropy map
@@ -151,8 +153,9 @@ class Predictor3D:
                             path=image.path, hint="give the same channels (modalities) as in training")
         x, ctx = self.pre.image(arr, image.geometry.spacing)
         mirror_axes = (0, 1, 2) if self.mirror else ()
-        probs = predict_probabilities(self.model, torch.from_numpy(x), self.patch_size, overlap=self.overlap,
-                                      batch_size=self.batch_size, mirror_axes=mirror_axes, device=self.device)
+        with autocast_for(self.device, self.amp_dtype):
+            probs = predict_probabilities(self.model, torch.from_numpy(x), self.patch_size, overlap=self.overlap,
+                                          batch_size=self.batch_size, mirror_axes=mirror_axes, device=self.device)
         ids, full = self.pre.restore(probs.cpu().numpy(), ctx, probabilities or uncertainty)
         if full is not None and self.temperature:
             full = apply_temperature(full, self.temperature)
