@@ -14,9 +14,10 @@ in interleaved blocks (robust to other load on the machine):
 - **model**: forward/backward/step on random tensors already on the device.
 
 overhead = (full step time - model step time) / model step time. The data path is also
-timed on its own (sampling, augmentation), and so is one validation pass over the run's validation
-cases as the engine runs it, which gives an epoch's time: iterations x full step + validation. Preprocessed Hippocampus cases are cached
-in ``--cache`` so that later runs skip preprocessing.
+timed on its own (sampling, augmentation), and so is one validation pass over the run's
+validation cases as the engine runs it, which gives an epoch's time: iterations x full step +
+validation. Preprocessed Hippocampus cases are cached in ``--cache`` so that later runs skip
+preprocessing.
 """
 
 from __future__ import annotations
@@ -87,12 +88,10 @@ def timed(fn, n: int, device) -> list[float]:
     return times
 
 
-def validation_times(trainer, reps: int = 2) -> tuple[list[float], list[dict]]:
+def validation_times(trainer, reps: int = 2) -> list[float]:
     """Seconds of one ``trainer.validate()`` over the run's validation cases, as the engine runs it each epoch."""
-    rows: list[dict] = []
-    dev = trainer.device
-    timed(lambda: rows.append(trainer.validate()), 1, dev)  # warm-up
-    return timed(lambda: rows.append(trainer.validate()), reps, dev), rows
+    timed(trainer.validate, 1, trainer.device)  # warm-up
+    return timed(trainer.validate, reps, trainer.device)
 
 
 def measure(trainer, steps: int, block: int = 5) -> dict:
@@ -131,7 +130,7 @@ def measure(trainer, steps: int, block: int = 5) -> dict:
 
     batch = trainer.next_batch()
     t_sample = timed(sample, 2 * block, dev)
-    t_val, val_rows = validation_times(trainer)
+    t_val = validation_times(trainer)
     t_aug = timed(augment, 2 * block, dev) if trainer.augment else [0.0]
     med = statistics.median
     return {"patch": "x".join(map(str, cfg.patch_size)), "batch": cfg.batch_size, "full": med(t_full), "model": med(t_model),
