@@ -109,3 +109,30 @@ def test_rotation_is_rigid_on_non_cubic_patches():
 def test_unknown_label_interpolation_is_refused():
     with pytest.raises(ValueError, match="label_interp"):
         AugmentConfig(label_interp="cubic")
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_strength_scales_how_many_samples_are_transformed(dims):
+    """Strength 0 leaves every sample as it is; 0.5 transforms fewer samples than 1; the random stream
+    that follows is the same for any strength (the augmentation warm-up changes no later draw)."""
+    label = blobs(SHAPES[dims], batch=32)
+    image = label[:, None].float() + 0.1 * torch.randn(label.shape)[:, None]
+    aug = BatchAugment(AugmentConfig(flip_prob=0.5, affine_prob=0.5, intensity_prob=0.5, blur_prob=0.5, lowres_prob=0.5))
+    x, y = aug(image, label, torch.Generator().manual_seed(2), 0.0)
+    assert torch.equal(x, image) and torch.equal(y, label)
+
+    sparse = BatchAugment(AugmentConfig(flip_prob=0.0, affine_prob=0.6, **SPATIAL_ONLY))
+
+    def changed(strength: float) -> int:
+        x, _ = sparse(image, label, torch.Generator().manual_seed(2), strength)
+        return int((x != image).flatten(1).any(1).sum())
+
+    assert 0 < changed(0.5) < changed(1.0)
+    streams = []
+    for strength in (0.0, 0.3, 1.0):
+        g = torch.Generator().manual_seed(5)
+        aug.sample(8, SHAPES[dims], g, strength)
+        streams.append(torch.rand(4, generator=g))
+    assert all(torch.equal(s, streams[0]) for s in streams)
+    with pytest.raises(ValueError, match="strength"):
+        aug.sample(2, SHAPES[dims], torch.Generator(), 1.5)

@@ -180,3 +180,26 @@ def test_loader_threads_train_the_same_weights(tmp_path):
     trainer.fit()
     inline, threads = final_weights(tmp_path / "inline"), final_weights(tmp_path / "threads")
     assert all(torch.equal(inline[k], threads[k]) for k in inline)
+
+
+def test_augmentation_warm_up_rises_with_progress(tmp_path, monkeypatch):
+    """``augment_warmup=0.5``: the strength each step augments with rises linearly from 0 and is full
+    from half-way through training; without a warm-up it is full from the first step."""
+    from medseg.data.augment import BatchAugment
+
+    seen: list[float] = []
+    real = BatchAugment.__call__
+
+    def record(self, image, label, generator, strength=1.0):
+        seen.append(strength)
+        return real(self, image, label, generator, strength)
+
+    monkeypatch.setattr(BatchAugment, "__call__", record)
+    make_trainer(tmp_path / "warm", augment_warmup=0.5, amp=False).fit()
+    assert seen[0] == 0.0 and seen == sorted(seen) and seen[-1] == 1.0
+    assert len(seen) == 9 and seen[4] < 1.0 == seen[5]  # progress k/9: strength 2k/9, full from k = 5
+    seen.clear()
+    make_trainer(tmp_path / "full", amp=False).fit()
+    assert seen == [1.0] * 9
+    with pytest.raises(Exception, match="warm-up"):
+        TrainConfig(augment_warmup=1.0)

@@ -123,6 +123,17 @@ def test_anisotropic_ct_plan(aniso_ct):
     assert plan["crop_to_nonzero"]["value"] is True
 
 
+def test_augmentation_warm_up_is_planned_for_time_budgeted_3d_runs(aniso_ct, tmp_path):
+    """With a time budget, a 3D plan lets augmentation rise over the first half of training; without a
+    budget (early stopping decides the length) and in 2D it is at full strength from the start."""
+    fp3 = compute_fingerprint(aniso_ct, workers=1)
+    budgeted = make_plan(fp3, device="cpu", memory_budget="4GiB", time_budget=1800)
+    assert budgeted["training"]["augment_warmup"] == 0.5 and "rises from none to full" in budgeted["training"]["reason"]
+    assert make_plan(fp3, device="cpu", memory_budget="4GiB")["training"]["augment_warmup"] == 0.0
+    fp2 = compute_fingerprint(write_disc_dataset(tmp_path / "d", n=3, size=64), workers=1)
+    assert make_plan(fp2, device="cpu", memory_budget="4GiB", time_budget=1800)["training"]["augment_warmup"] == 0.0
+
+
 def test_ct_is_recognised_from_hounsfield_units_without_a_modality(tmp_path):
     from medseg.planning.normalization import plan_normalization
 

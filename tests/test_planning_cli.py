@@ -58,14 +58,14 @@ def test_plan_writes_a_valid_plan(discs, tmp_path, capsys):
 def test_train_with_an_edited_plan_and_no_other_flags(discs, tmp_path):
     plan = tmp_path / "plan.json"
     run_cli("plan", discs, "--out", plan, "--device", "cpu")
-    edit_json(plan, training={"time_budget": "2s", "iterations_per_epoch": 2},
+    edit_json(plan, training={"time_budget": "2s", "iterations_per_epoch": 2, "augment_warmup": 0.3},
               network={"features": 4, "depth": 2, "strides": [[2, 2], [2, 2]], "kernel_sizes": [[3, 3]] * 3},
               batch={"size": 3}, normalization={"scheme": ["minmax"]})
     run = tmp_path / "run"
     run_cli("train", discs, "--out", run, "--plan", plan, "--patience", "0")  # patience is not a plan entry
     info = json.loads((run / "medseg_run.json").read_text())
     assert info["train"]["time_budget"] == 2 and info["train"]["batch_size"] == 3 and info["train"]["patch_size"] == [48, 48]
-    assert info["preprocess"]["normalize"] == "minmax"
+    assert info["preprocess"]["normalize"] == "minmax" and info["train"]["augment_warmup"] == 0.3
     assert info["model"]["features"] == 4 and info["model"]["depth"] == 2 and info["model"]["strides"] == [[2, 2], [2, 2]]
     assert info["train"]["extra"]["plan"]["overrides"] == {} and info["train"]["extra"]["plan"]["source"] == str(plan.resolve())
     state = json.loads((run / "checkpoints" / "last.json").read_text())

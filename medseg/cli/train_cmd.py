@@ -53,6 +53,7 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     augment: bool = typer.Option(True, help="Flips, rotation/scaling and intensity augmentation."),
+    augment_warmup: float = typer.Option(0.0, "--augment-warmup", min=0.0, max=0.99, help="Fraction of training over which the augmentation's probabilities rise from 0 to full (e.g. 0.5); 0: full from the start."),
     checkpoint_every: str = typer.Option("5m", help="Interval of resumable checkpoints (also mid-epoch), e.g. 5m or 30s; one is also written at every new best score."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic algorithms and saved random states: a resumed run ends with the same weights as an uninterrupted one (epoch-based schedules)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (falls back to eager with a warning when that fails)."),
@@ -87,7 +88,7 @@ def train(
             patch_size=psize or ((64, 64, 64) if volumes else (128, 128)), batch_size=batch_size or 8,
             iterations_per_epoch=iterations, max_epochs=epochs, time_budget=parse_duration(time_budget),
             optimizer=optimizer, lr=lr, schedule=schedule, patience=patience, monitor=monitor, seed=seed,
-            device=device, threads=threads, augment=augment, checkpoint_every=parse_duration(checkpoint_every),
+            device=device, threads=threads, augment=augment, augment_warmup=augment_warmup, checkpoint_every=parse_duration(checkpoint_every),
             deterministic=deterministic, compile=compile_model, loader_workers=loader_workers,
             ema_decay=ema,
         )

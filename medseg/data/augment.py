@@ -181,19 +181,25 @@ class BatchAugment:
         self._grids: dict[tuple, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ parameters
-    def sample(self, batch_size: int, shape: Sequence[int], generator: torch.Generator) -> AugmentParams:
-        """Draw the parameters of ``batch_size`` samples of spatial ``shape`` (2 or 3 axes)."""
+    def sample(self, batch_size: int, shape: Sequence[int], generator: torch.Generator,
+               strength: float = 1.0) -> AugmentParams:
+        """Draw the parameters of ``batch_size`` samples of spatial ``shape`` (2 or 3 axes).
+
+        ``strength`` in [0, 1] scales every probability (0: no sample is transformed); the same
+        random numbers are drawn for any strength, so the stream that follows does not depend on it."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"augmentation strength must be in [0, 1], got {strength}")
         cfg, b, shape = self.config, batch_size, tuple(int(s) for s in shape)
         d = len(shape)
         g = generator
 
         def on(p: float) -> torch.Tensor:
-            return torch.rand(b, generator=g) < p
+            return torch.rand(b, generator=g) < p * strength
 
         def factor(p: float, rng: tuple[float, float], off: float) -> torch.Tensor:
             return torch.where(on(p), _uniform(g, b, *rng), torch.full((b,), off))
 
-        flips = (torch.rand(b, d, generator=g) < cfg.flip_prob) & _axis_mask(cfg.flip_axes, d)
+        flips = (torch.rand(b, d, generator=g) < cfg.flip_prob * strength) & _axis_mask(cfg.flip_axes, d)
         do_affine = on(cfg.affine_prob)
         angles = _uniform(g, (b, 3), -1, 1) * math.radians(cfg.rotate_deg)
         if d == 3:
@@ -230,8 +236,9 @@ class BatchAugment:
         image, label = self._spatial(params, image, label)
         return self._intensity(params, image), label
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.apply(self.sample(image.shape[0], image.shape[2:], generator), image, label)
+    def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator,
+                 strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.apply(self.sample(image.shape[0], image.shape[2:], generator, strength), image, label)
 
     def _spatial(self, p: AugmentParams, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         d = image.ndim - 2

@@ -39,7 +39,7 @@ FLAG_ENTRIES = {
     "depth": "network.depth", "dropout": "network.dropout", "normalize": "normalization.scheme",
     "target_spacing": "spacing.target", "crop_nonzero": "crop_to_nonzero.value", "epochs": "training.max_epochs",
     "iterations": "training.iterations_per_epoch", "time_budget": "training.time_budget",
-    "monitor": "training.monitor",
+    "monitor": "training.monitor", "augment_warmup": "training.augment_warmup",
 }
 
 NETWORK_KEYS = ("features", "depth", "strides", "kernel_sizes", "max_features", "dropout")
@@ -109,6 +109,8 @@ def plan_setup(setup, plan: Plan, given: set[str], plan_source: str = "made from
     cfg.foreground_fraction = plan["training"]["foreground_fraction"]
     if "monitor" in plan["training"] and entry("monitor", cfg.monitor):
         cfg.monitor = plan["training"]["monitor"]
+    if "augment_warmup" in plan["training"] and entry("augment_warmup", cfg.augment_warmup):
+        cfg.augment_warmup = plan["training"]["augment_warmup"]
     if entry("batch_size", cfg.batch_size):
         cfg.batch_size = plan["batch"]["size"]
 

@@ -13,7 +13,7 @@ decision section carries a ``reason``::
     batch           size, and the estimated memory of a training step
     network         model, features, depth, strides, kernel_sizes, max_features, dropout
     training        time_budget (seconds or "30m", null: none), max_epochs, iterations_per_epoch, monitor,
-                    foreground_fraction
+                    foreground_fraction, augment_warmup (optional; 0 when absent)
     overrides       entries a `medseg train` flag replaced: {"patch.size": {"plan": ..., "used": ...}}
 
 :func:`load_plan` checks every key; an unknown key, a missing one or a bad value raises a
@@ -194,6 +194,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable, bool]]] = {
                 "max_features": (_int(1, 8192), False), "dropout": (_number(0.0, 0.99), False), "reason": (_text, False)},
     "training": {"time_budget": (_duration, True), "max_epochs": (_int(1), True), "iterations_per_epoch": (_int(1), True),
                  "foreground_fraction": (_number(0.0, 1.0), True), "monitor": (_choice("val_dice", "val_loss"), False),
+                 "augment_warmup": (_number(0.0, 0.99), False),
                  "reason": (_text, False)},
 }
 

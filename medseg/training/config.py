@@ -29,6 +29,9 @@ class TrainConfig:
         val_overlap: sliding-window overlap during validation.
         foreground_fraction: share of patches centred on foreground.
         augment: whether to augment (see :class:`medseg.data.augment.AugmentConfig`).
+        augment_warmup: fraction of training (progress, as the LR schedule's) over which the
+            augmentation's strength (every probability) rises linearly from 0 to its full value; the
+            network first learns the cases as they are, then is regularised. ``0``: full strength throughout.
         augmentation: overrides of :class:`~medseg.data.augment.AugmentConfig` fields, e.g.
             ``{"flip_axes": [0, 1], "elastic_prob": 0.2}`` (mirror only the in-plane axes of thick-slice data).
         seed: seeds sampling, augmentation and initialisation (under DDP, rank ``r`` samples and
@@ -67,6 +70,7 @@ class TrainConfig:
     val_overlap: float = 0.25
     foreground_fraction: float = 0.33
     augment: bool = True
+    augment_warmup: float = 0.0
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -93,6 +97,8 @@ class TrainConfig:
             raise ConfigError(f"loader workers must not be negative, got {self.loader_workers}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"EMA decay must be in [0, 1), got {self.ema_decay}", hint="e.g. 0.995; 0 switches it off")
+        if not 0.0 <= self.augment_warmup < 1.0:
+            raise ConfigError(f"augmentation warm-up must be a fraction of training in [0, 1), got {self.augment_warmup}")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}")
         from medseg.data.augment import AugmentConfig

@@ -59,7 +59,7 @@ from medseg.training.config import TrainConfig
 from medseg.training.history import read_history, write_history
 from medseg.training.losses import DiceCELoss, soft_dice_loss
 from medseg.training.ema import WeightEMA
-from medseg.training.schedule import lr_factor
+from medseg.training.schedule import augment_strength, lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -367,15 +367,17 @@ class Trainer:
         return out, loss
 
     def train_step(self, lr: float, metric: OverlapMetric | None = None,
-                   batch: tuple[torch.Tensor, torch.Tensor] | None = None, augment: bool = True) -> float:
+                   batch: tuple[torch.Tensor, torch.Tensor] | None = None, augment: bool = True,
+                   aug_strength: float = 1.0) -> float:
         """One optimiser step on the next sampled batch, or on ``batch`` (already on the device);
-        ``augment=False`` skips augmentation (benchmarks of the model alone). Returns the loss."""
+        ``augment=False`` skips augmentation (benchmarks of the model alone), ``aug_strength`` scales
+        its probabilities (the augmentation warm-up). Returns the loss."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         with single_threaded(self.device):
             x, y = self.next_batch() if batch is None else batch
             if self.augment is not None and augment:
-                x, y = self.augment(x, y, self.aug_gen)
+                x, y = self.augment(x, y, self.aug_gen, aug_strength)
         if self.device.type == "cuda" and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         if self._compiled:
@@ -462,7 +464,7 @@ class Trainer:
                     break
                 lr = cfg.lr * lr_factor(cfg.schedule, progress, cfg.warmup)
                 self.step = epoch * cfg.iterations_per_epoch + it
-                loss = self.train_step(lr, metric)
+                loss = self.train_step(lr, metric, aug_strength=augment_strength(progress, cfg.augment_warmup))
                 st.epoch_losses.append(loss)
                 st.next_iteration += 1
                 if self.callbacks:
@@ -518,8 +520,9 @@ class Trainer:
                 self.callbacks.on_epoch_end(row)
             if out_of_time or (cfg.time_budget and time.perf_counter() - t0 >= cfg.time_budget):
                 stopped_by = "time_budget"
-            elif cfg.patience and val and st.bad_epochs >= cfg.patience:
-                stopped_by = "early_stopping"
+            elif (cfg.patience and val and st.bad_epochs >= cfg.patience
+                  and self._progress(epoch + 1, 0, time.perf_counter() - t0) >= cfg.augment_warmup):
+                stopped_by = "early_stopping"  # not while the augmentation warm-up still makes the task harder
             save = improved or self._checkpoint_due()
         shared = distributed.broadcast((stopped_by, save, st.best, st.best_epoch, st.bad_epochs, st.last_val_time))
         stopped_by, save, st.best, st.best_epoch, st.bad_epochs, st.last_val_time = shared

@@ -24,3 +24,10 @@ def lr_factor(schedule: str, progress: float, warmup: float = 0.0) -> float:
     if schedule == "poly":
         return (1 - p) ** 0.9
     raise ConfigError(f"unknown LR schedule '{schedule}'", hint=f"choose one of: {', '.join(SCHEDULES)}")
+
+
+def augment_strength(progress: float, warmup: float = 0.0) -> float:
+    """Augmentation strength in [0, 1] at ``progress``: a linear rise over the first ``warmup`` of training."""
+    if warmup <= 0:
+        return 1.0
+    return min(max(progress, 0.0) / warmup, 1.0)
