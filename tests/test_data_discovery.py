@@ -259,8 +259,8 @@ def test_folder_of_subfolders_lists_contents(tmp_path):
     _img(tmp_path / "testing" / "images" / "b.png")
     with pytest.raises(DataError) as e:
         discover_cases(tmp_path)
-    msg = str(e.value)
-    assert "training/" in msg and "testing/" in msg and "--images" in msg
+    msg = str(e.value)  # both subfolders are searched; neither has masks
+    assert "no mask files" in msg and "training/" in msg and "testing/" in msg and "--masks" in msg
 
 
 def test_only_non_images(tmp_path):
@@ -353,7 +353,7 @@ def _slices(tmp_path: Path, stems):
 
 def test_auto_groups_by_patient_id(tmp_path, caplog):
     _slices(tmp_path, ["patient001_slice01", "patient001_slice02", "Patient002_slice01", "patient_003_s1"])
-    with caplog.at_level(logging.INFO, logger="medseg.data.discovery"):
+    with caplog.at_level(logging.INFO, logger="medseg.data"):
         cases = discover_cases(tmp_path)
     assert {c.key: c.group for c in cases} == {
         "patient002_slice01": "patient002",

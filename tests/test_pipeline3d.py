@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from medseg.data.dataset3d import read_split_file
+from medseg.data.split import read_split_file
 from medseg.data.labels import LabelScheme
 from medseg.data.layouts import is_volume_dataset
 from medseg.data.preprocess3d import Preprocess3D

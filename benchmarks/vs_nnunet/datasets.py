@@ -114,7 +114,7 @@ def resolve(dataset: str, split_file: str | Path | None = None) -> BenchDataset:
 
 
 def _volume_dataset(folder: Path, name: str, ds_id: int, split_file: str | Path | None) -> BenchDataset:
-    from medseg.data.dataset3d import read_split_file
+    from medseg.data.split import read_split_file
     from medseg.data.layouts import discover_volume_cases
     from medseg.data.split import split_cases
 

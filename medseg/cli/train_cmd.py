@@ -22,11 +22,13 @@ def train(
     features: Optional[int] = typer.Option(None, help="Width: channels of the first stage (U-Net default 16 on CPU, 32 on GPU; the classic U-Net is 64)."),
     depth: Optional[int] = typer.Option(None, help="Downsampling steps of U-Net-style models."),
     dropout: Optional[float] = typer.Option(None, help="Bottleneck dropout rate."),
-    size: Optional[str] = typer.Option(None, help="Resize images to HxW (e.g. 256 or 256x320); default keeps their size."),
+    size: Optional[str] = typer.Option(None, help="Resize images to HxW (e.g. 256 or 256x320); default: the planned working resolution."),
+    scale: Optional[float] = typer.Option(None, "--scale", min=0.01, max=4.0, help="2D working resolution: resample every image by this factor (0.5 halves each side); default: planned from the objects' sizes."),
+    long_side: Optional[int] = typer.Option(None, "--long-side", min=8, help="2D working resolution: resample each image so that its longer side has this many pixels."),
     median: int = typer.Option(0, help="Median-filter size in pixels (0 = off)."),
     normalize: str = typer.Option("zscore", "--normalize", "--normalization", help="zscore | minmax | none; 3D also ct (clip and scale by the training foreground's statistics)."),
     split: str = typer.Option("60/20/20", help="train/val/test percentages (or fractions)."),
-    split_file: Optional[Path] = typer.Option(None, help='3D: JSON {"train": [cases], "val": [cases]} fixing the split (case names or file names).'),
+    split_file: Optional[Path] = typer.Option(None, help='JSON {"train": [cases], "val": [cases], "test": [cases]} fixing the split (case names or file names); without "val", validation cases are drawn from "train" in the proportion of --split.'),
     target_spacing: Optional[str] = typer.Option(None, help="3D: network grid spacing in mm, e.g. 1 or 0.8x0.8x2.5 (default: median of the training cases)."),
     crop_nonzero: bool = typer.Option(True, help="3D: crop each volume to its non-zero box first."),
     cache_dir: Optional[Path] = typer.Option(None, help="3D: folder for the preprocessed cases (default RUN/preprocessed)."),
@@ -94,7 +96,7 @@ def train(
         )
         model_kwargs = {k: v for k, v in {"features": features, "depth": depth, "dropout": dropout}.items() if v is not None}
         if volumes:
-            two_d = {"--size": size, "--median": median or None, "--images": images, "--masks": masks, "--fov": fov,
+            two_d = {"--size": size, "--scale": scale, "--long-side": long_side, "--median": median or None, "--images": images, "--masks": masks, "--fov": fov,
                      "--pair-pattern": pair_pattern, "--group-pattern": group_pattern, "--groups-csv": groups_csv,
                      "--label-colors": label_colors, "--num-classes": num_classes}
             given = [k for k, v in two_d.items() if v is not None]
@@ -109,7 +111,7 @@ def train(
                 cache_dir=str(cache_dir) if cache_dir else None,
             )
         else:
-            three_d = {"--split-file": split_file, "--target-spacing": target_spacing, "--cache-dir": cache_dir,
+            three_d = {"--target-spacing": target_spacing, "--cache-dir": cache_dir,
                        "--no-crop-nonzero": None if crop_nonzero else True}
             given = [k for k, v in three_d.items() if v is not None]
             if given:
@@ -118,9 +120,9 @@ def train(
             setup = TrainSetup2D(
                 data=str(data), out=str(out),
                 data_options=DataOptions2D(images, masks, fov, pair_pattern, group_pattern, groups_csv, label_colors, num_classes),
-                preprocess=Preprocess2D(size=parse_size(size), median=median, normalize=normalize),
-                split=parse_fractions(split), split_seed=split_seed, model=model, model_kwargs=model_kwargs,
-                train=train_cfg, auto_patch=psize is None,
+                preprocess=Preprocess2D(size=parse_size(size), median=median, normalize=normalize, scale=scale, long_side=long_side),
+                split=parse_fractions(split), split_seed=split_seed, split_file=str(split_file) if split_file else None,
+                model=model, model_kwargs=model_kwargs, train=train_cfg, auto_patch=psize is None,
             )
     if resume is None and not no_plan:
         _apply_plan(setup, plan, _given_options(ctx))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medseg.data.discovery import Case2D, discover_cases
+from medseg.data.discovery import Case2D, Discovery, discover
 from medseg.data.labels import LabelScheme, detect_scheme, load_labels_json, parse_label_colors, read_mask
 from medseg.data.preprocess2d import Preprocess2D
 from medseg.errors import DataError
@@ -67,6 +67,7 @@ class Dataset2D:
     scheme: LabelScheme
     channels: int
     display_colors: list[tuple[int, int, int]] = field(default_factory=list)
+    discovery: Discovery | None = None  #: how the cases were found, paired and grouped
 
 
 def _declared_colors(root: Path, spec: str | None) -> dict | None:
@@ -118,13 +119,13 @@ def probe_channels(paths: list[Path]) -> int:
 
 def prepare_dataset(root: str | Path, opts: DataOptions2D, require_masks: bool = True) -> Dataset2D:
     root = Path(root)
-    cases = discover_cases(
+    found = discover(
         root, images=opts.images, masks=opts.masks, fov=opts.fov, pair_pattern=opts.pair_pattern,
         group_pattern=opts.group_pattern, groups_csv=opts.groups_csv, require_masks=require_masks,
     )
-    scheme, colors = resolve_scheme(root, cases, opts.label_colors, opts.num_classes)
-    channels = probe_channels([c.image for c in cases])
-    return Dataset2D(root, cases, scheme, channels, colors)
+    scheme, colors = resolve_scheme(root, found.cases, opts.label_colors, opts.num_classes)
+    channels = probe_channels([c.image for c in found.cases])
+    return Dataset2D(root, found.cases, scheme, channels, colors, found)
 
 
 def read_fov(path: Path, size: tuple[int, int]) -> np.ndarray:

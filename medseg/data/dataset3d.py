@@ -23,82 +23,13 @@ from medseg.data.cache import CachedCase, PreprocessedCache, fingerprint
 from medseg.data.labels import LabelScheme
 from medseg.data.layouts import VolumeCase, load_case
 from medseg.data.preprocess3d import Preprocess3D, intensity_stats
-from medseg.data.split import SUBSETS
 from medseg.errors import DataError
 from medseg.io.atomic import write_json
-from medseg.io.base import file_suffix
 
 log = logging.getLogger(__name__)
 
 #: foreground voxels sampled per case and channel for ``ct`` statistics (as nnU-Net)
 STATS_SAMPLES_PER_CASE = 10000
-_CHANNEL_SUFFIX = "_0000"
-
-
-# --------------------------------------------------------------------------- split files
-
-
-def _entry_key(entry, path: Path) -> str:
-    """A case key from a split-file entry: ``"case"``, ``"imagesTr/case.nii.gz"``, ``{"key": "case"}``."""
-    if isinstance(entry, dict):
-        entry = entry.get("key", entry.get("image"))
-    if not isinstance(entry, str) or not entry.strip():
-        raise DataError(f"split entry {entry!r} is not a case name", path=path)
-    name = Path(entry.strip()).name
-    suffix = file_suffix(name)
-    if suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
-        name = name[: -len(suffix)]
-    return name
-
-
-def read_split_file(path: str | Path, keys: Sequence[str]) -> dict[str, list[str]]:
-    """``{"train": [...], "val": [...], "test": [...]}`` from a split JSON, matched to ``keys``.
-
-    The file holds ``"train"`` and optionally ``"val"``/``"test"`` lists of case
-    names, file names or paths (``hippocampus_001``, ``imagesTr/hippocampus_001.nii.gz``;
-    nnU-Net's ``_0000`` channel ending is dropped when that names a case), or the
-    entries of a run's own ``split.json``. Names that match no case, or a case in
-    two subsets, are errors.
-    """
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read split file: {e}", path=path) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"split file is not valid JSON: {e}", path=path) from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("train"), list):
-        raise DataError('a split file is a JSON object with a "train" list (and "val", "test")', path=path,
-                        hint='e.g. {"train": ["case_001", ...], "val": ["case_002", ...]}')
-    known = set(keys)
-    out: dict[str, list[str]] = {s: [] for s in SUBSETS}
-    unknown: list[str] = []
-    where: dict[str, str] = {}
-    for subset in SUBSETS:
-        entries = raw.get(subset) or []
-        if not isinstance(entries, list):
-            raise DataError(f'"{subset}" must be a list of case names', path=path)
-        for entry in entries:
-            key = _entry_key(entry, path)
-            if key not in known and key.endswith(_CHANNEL_SUFFIX) and key[: -len(_CHANNEL_SUFFIX)] in known:
-                key = key[: -len(_CHANNEL_SUFFIX)]
-            if key not in known:
-                unknown.append(key)
-                continue
-            if key in where:
-                raise DataError(f"case '{key}' is listed in both \"{where[key]}\" and \"{subset}\"", path=path)
-            where[key] = subset
-            out[subset].append(key)
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (f" ... ({len(unknown)} in all)" if len(unknown) > 5 else "")
-        raise DataError(f"split file names cases the dataset does not have: {shown}", path=path,
-                        hint=f"use the dataset's case names, e.g. {', '.join(sorted(known)[:3])}")
-    if not out["train"]:
-        raise DataError('the split file\'s "train" list is empty', path=path)
-    unused = len(known) - len(where)
-    if unused:
-        log.info("%d case(s) of the dataset are in no subset of %s and are not used", unused, path.name)
-    return out
 
 
 # --------------------------------------------------------------------------- dataset properties

@@ -1,34 +1,38 @@
-"""Finding 2D cases in a folder: which file is an image, which are its masks.
+"""Finding 2D cases in a folder tree: which file is an image, which are its masks, whose patient it is.
 
 A *case* is one image, the label file(s) drawn on it, an optional field-of-view
-(FOV) mask and an optional group (patient) id used to keep slices of one
-patient in the same split subset.
+(FOV) mask and a group (patient) id that keeps slices of one patient in the same
+split subset.
 
-Layouts understood (see :func:`find_layout`):
+Layouts understood, in any folder of the tree (see :func:`find_layouts`):
 
-- subfolders named by role, e.g. ``images/`` + ``labels/`` (or ``masks/``,
-  ``gt/``, ``1st_manual/`` ...) + optional ``fov/``. The DRIVE layout
-  ``images/`` + ``1st_manual/`` + ``mask/`` is read with ``mask/`` as the FOV;
-- one flat folder where a file is a mask when a token of its name is a mask
-  role word (``case1.png`` + ``case1_mask.png`` + ``case1_mask_1.png``), and a
-  FOV when a token is ``fov`` or ``roi``;
+- subfolders named by role, e.g. ``images/`` + ``labels/`` (or ``masks/``, ``gt/``,
+  ``1st_manual/`` ...) + optional ``fov/``; the DRIVE layout ``images/`` + ``1st_manual/`` +
+  ``mask/`` is read with ``mask/`` as the FOV. The role folders may hold subfolders
+  (``images/<patient>/a.png`` pairs with ``masks/<patient>/a.png``);
+- a flat folder where a file is a mask when a word of its name is a mask role word
+  (``case1.png`` + ``case1_mask.png`` + ``case1_mask_1.png``), and a FOV when a word is ``fov``/``roi``;
+- a folder of such folders, to any depth (``DATA/<patient>/<patient>_<n>.tif`` beside
+  ``<patient>_<n>_mask.tif``): a folder without images of its own is searched below;
 - images only (``require_masks=False``): unlabelled cases for prediction.
 
-Images and masks are paired by name (:func:`pairing_key`), never by sorted
-position, so a missing or extra file is reported instead of silently shifting
-every pair by one.
+Images and masks are paired by name, never by sorted position (:mod:`medseg.data.naming`):
+the same key once role words are dropped (``21_training.tif`` <-> ``21_manual1.gif``), else
+the image whose name is the longest prefix of the mask's (``01.jpg`` <-> ``01_1stObs.png``),
+or ``--pair-pattern``. Groups: :mod:`medseg.data.grouping`.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.errors import ConfigError, DataError
+from medseg.data.grouping import Grouping, assign_groups
+from medseg.data.naming import file_role, pairing_key, pattern_key_fn, prefix_pairs, tokens
+from medseg.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +48,14 @@ LABEL_DIR_NAMES = (
 #: subfolder names (lower case) that hold field-of-view masks
 FOV_DIR_NAMES = ("fov", "roi")
 
-#: name tokens that say what a file is rather than which case it belongs to
-ROLE_TOKENS = frozenset({
-    "image", "img", "imgs", "images", "training", "train", "test", "testing", "val", "validation",
-    "manual", "manual1", "manual2", "mask", "masks", "label", "labels", "seg", "segmentation",
-    "segmentations", "gt", "groundtruth", "annotation", "annotations", "anno", "fov", "roi",
-})
-#: tokens that make a file in a flat folder a label mask
-MASK_TOKENS = frozenset({
-    "mask", "masks", "label", "labels", "seg", "segmentation", "segmentations", "gt", "groundtruth",
-    "manual", "manual1", "manual2", "annotation", "annotations", "anno",
-})
-#: tokens that make a file in a flat folder a field-of-view mask
-FOV_TOKENS = frozenset({"fov", "roi"})
-
 #: operating-system clutter and medseg's own dataset metadata, skipped without a warning
 _JUNK_FILES = frozenset({"thumbs.db", "desktop.ini", "labels.json"})
+#: folders never searched: archive clutter
+_JUNK_DIRS = frozenset({"__macosx", "__pycache__"})
+#: how deep below the dataset folder cases are looked for
+MAX_DEPTH = 8
 
-_TOKEN_SPLIT = re.compile(r"[_\-. ]+")
-_AUTO_GROUP = re.compile(r"(?i)(?<![a-z])(patient|case|subject|pat|sub|p)[-_]?\d+")
+PAIRING_METHODS = ("same name", "role words", "name prefix", "pattern")
 
 
 @dataclass(frozen=True)
@@ -78,7 +71,7 @@ class Case2D:
 
 @dataclass(frozen=True)
 class Layout2D:
-    """Where the images, masks and FOV masks of a dataset folder are.
+    """Where the images, masks and FOV masks of one folder are.
 
     ``masks == images`` means a flat folder: masks are told apart by name.
     ``masks is None`` means no labels were found.
@@ -92,6 +85,23 @@ class Layout2D:
     @property
     def flat(self) -> bool:
         return self.masks is not None and self.masks == self.images
+
+
+@dataclass
+class Discovery:
+    """The cases of a dataset folder and how they were found (for ``medseg inspect``)."""
+
+    root: Path
+    cases: list[Case2D]
+    layouts: list[Layout2D]
+    grouping: Grouping
+    pairing: dict[str, int] = field(default_factory=dict)          #: method -> number of images paired so
+    examples: dict[str, list[str]] = field(default_factory=dict)   #: method -> up to 3 "image <- masks"
+
+    def summary(self) -> dict:
+        rel = [str(lay.root.relative_to(self.root)) if lay.root != self.root else "." for lay in self.layouts]
+        return {"folders": len(self.layouts), "folder_examples": rel[:3], "pairing": dict(self.pairing),
+                "pairing_examples": {k: v for k, v in self.examples.items()}, "groups": self.grouping.summary()}
 
 
 # --------------------------------------------------------------------------- files
@@ -109,183 +119,49 @@ def _brief_listing(folder: Path, limit: int = 8) -> str:
     return ", ".join(names) + more
 
 
-def list_image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted by name.
+def _visible(p: Path) -> bool:
+    return not p.name.startswith(".") and p.name.lower() not in _JUNK_FILES | _JUNK_DIRS
 
-    Hidden files (``.DS_Store``, ``._x.png``), OS clutter (``Thumbs.db``,
-    ``desktop.ini``) and ``labels.json`` are ignored silently; subfolders are not entered; any other
-    file whose ending is not one of :data:`IMAGE_SUFFIXES` is skipped with one
-    logged WARNING naming them, so a stray ``notes.txt`` does not stop a run.
+
+def _scan(folder: Path, recursive: bool) -> tuple[list[Path], list[str]]:
+    """(image files, names of other files) in ``folder``, sorted by path; hidden files and clutter left out."""
+    images: list[Path] = []
+    skipped: list[str] = []
+    for p in sorted(folder.iterdir(), key=lambda p: p.name):
+        if not _visible(p):
+            continue
+        if p.is_dir():
+            if recursive:
+                sub_images, sub_skipped = _scan(p, True)
+                images += sub_images
+                skipped += [f"{p.name}/{s}" for s in sub_skipped]
+        elif p.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(p)
+        elif p.is_file():
+            skipped.append(p.name)
+    return images, skipped
+
+
+def list_image_files(folder: Path, recursive: bool = False, warn: bool = True) -> list[Path]:
+    """The image files in ``folder`` (and its subfolders when ``recursive``), sorted by path.
+
+    Hidden files (``.DS_Store``, ``._x.png``), OS clutter (``Thumbs.db``, ``desktop.ini``) and
+    ``labels.json`` are ignored silently; any other file whose ending is not one of
+    :data:`IMAGE_SUFFIXES` is skipped with one logged WARNING naming them (unless ``warn`` is
+    false), so a stray ``notes.txt`` does not stop a run.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError("folder not found", path=folder)
-    images: list[Path] = []
-    skipped: list[str] = []
-    for p in sorted(folder.iterdir(), key=lambda p: p.name):
-        if p.name.startswith(".") or p.name.lower() in _JUNK_FILES or not p.is_file():
-            continue
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            images.append(p)
-        else:
-            skipped.append(p.name)
-    if skipped:
+    images, skipped = _scan(folder, recursive)
+    if skipped and warn:
         shown = ", ".join(skipped[:10]) + (f" ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
         log.warning("%s: skipping %d file(s) that are not 2D images: %s", folder, len(skipped), shown)
     return images
 
 
-def _tokens(stem: str) -> list[str]:
-    return [t for t in _TOKEN_SPLIT.split(stem.lower()) if t]
-
-
-def pairing_key(stem: str, is_mask: bool) -> str:
-    """The case key of a file name stem: the stem without its role words.
-
-    ``21_training`` -> ``21``; ``21_manual1`` -> ``21``; ``21_training_mask`` ->
-    ``21``; ``case7_mask_1`` -> ``case7`` (in a mask name a number right after a
-    role word is an instance index); ``patient003_slice012`` unchanged.
-    The instance index is kept when nothing else would remain (``mask_1`` ->
-    ``1``, to pair with ``img_1``). A stem made only of role words keys as itself.
-    """
-    tokens = _tokens(stem)
-    kept: list[str] = []
-    index_tokens: list[str] = []
-    prev_role = False
-    for t in tokens:
-        if t in ROLE_TOKENS:
-            prev_role = True
-            continue
-        if is_mask and prev_role and t.isdigit():
-            index_tokens.append(t)
-        else:
-            kept.append(t)
-        prev_role = False
-    if not kept:
-        kept = index_tokens
-    if not kept:
-        return "_".join(tokens) if tokens else stem.lower()
-    return "_".join(kept)
-
-
-def _pattern_key_fn(pattern: str, what: str, group_name: str) -> Callable[[Path], str]:
-    try:
-        rx = re.compile(pattern)
-    except re.error as e:
-        raise ConfigError(f"invalid {what} regular expression {pattern!r}: {e}") from None
-
-    def key(path: Path) -> str:
-        m = rx.search(path.stem)
-        if m is None:
-            raise DataError(
-                f"file name '{path.stem}' does not match the {what} {pattern!r}",
-                path=path,
-                hint=f"adjust the {what} so that it matches every file name",
-            )
-        if group_name in rx.groupindex:
-            value = m.group(group_name)
-        elif rx.groups >= 1:
-            value = m.group(1)
-        else:
-            value = m.group(0)
-        if not value:
-            raise DataError(f"the {what} {pattern!r} matched an empty {group_name} in '{path.stem}'", path=path)
-        return value
-
-    return key
-
-
-# --------------------------------------------------------------------------- layout
-
-
-def _resolve_dir(root: Path, value: str | Path, what: str) -> Path:
-    p = Path(value)
-    if not p.is_absolute():
-        p = root / p
-    if not p.is_dir():
-        raise DataError(
-            f"{what} folder not found",
-            path=p,
-            hint=f"give the {what} folder relative to {root} or as an absolute path",
-        )
-    return p
-
-
-def _has_mask_named_files(folder: Path) -> bool:
-    for p in folder.iterdir():
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            if set(_tokens(p.stem)) & (MASK_TOKENS | FOV_TOKENS):
-                return True
-    return False
-
-
-def find_layout(
-    root: str | Path,
-    images: str | Path | None = None,
-    masks: str | Path | None = None,
-    fov: str | Path | None = None,
-) -> Layout2D:
-    """Find the image, label and FOV folders under ``root``.
-
-    Explicit folders (relative to ``root`` or absolute) override detection.
-    Subfolders are recognised by name, case-insensitively (see
-    :data:`IMAGE_DIR_NAMES`, :data:`LABEL_DIR_NAMES`, :data:`FOV_DIR_NAMES`); a
-    ``mask``/``masks`` folder is the FOV when another label folder was chosen
-    (DRIVE). Without an image subfolder the images are in ``root`` itself; when
-    no label folder exists but the image folder holds mask-named files, the
-    folder is flat (``masks == images``).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError("dataset folder not found" if not root.exists() else "not a folder", path=root)
-
-    subdirs: dict[str, Path] = {}
-    for p in sorted(root.iterdir(), key=lambda p: p.name):
-        if p.is_dir() and not p.name.startswith("."):
-            subdirs.setdefault(p.name.lower(), p)
-
-    def first(names, exclude=()) -> Path | None:
-        for n in names:
-            if n in subdirs and subdirs[n] not in exclude:
-                return subdirs[n]
-        return None
-
-    images_dir = _resolve_dir(root, images, "images") if images is not None else (first(IMAGE_DIR_NAMES) or root)
-
-    if masks is not None:
-        masks_dir: Path | None = _resolve_dir(root, masks, "masks")
-    else:
-        masks_dir = first(LABEL_DIR_NAMES, exclude=(images_dir,))
-        if masks_dir is None and _has_mask_named_files(images_dir):
-            masks_dir = images_dir
-
-    if fov is not None:
-        fov_dir: Path | None = _resolve_dir(root, fov, "FOV")
-    else:
-        taken = tuple(p for p in (images_dir, masks_dir) if p is not None)
-        fov_dir = first(FOV_DIR_NAMES, exclude=taken)
-        if fov_dir is None and masks_dir is not None:
-            fov_dir = first(("mask", "masks"), exclude=taken)
-
-    layout = Layout2D(root=root, images=images_dir, masks=masks_dir, fov=fov_dir)
-    log.debug("dataset layout: %s", layout)
-    return layout
-
-
-# --------------------------------------------------------------------------- cases
-
-
-def _classify_flat(files: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
-    imgs, msks, fovs = [], [], []
-    for f in files:
-        toks = set(_tokens(f.stem))
-        if toks & FOV_TOKENS:
-            fovs.append(f)
-        elif toks & MASK_TOKENS:
-            msks.append(f)
-        else:
-            imgs.append(f)
-    return imgs, msks, fovs
+def _has_images(folder: Path) -> bool:
+    return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p) for p in folder.iterdir())
 
 
 def _names(paths, limit: int = 5) -> str:
@@ -294,208 +170,279 @@ def _names(paths, limit: int = 5) -> str:
     return shown + (f" ... and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
-def _read_groups_csv(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        raise DataError("groups CSV not found", path=path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            fields = {(n or "").strip().lower(): n for n in (reader.fieldnames or [])}
-            if "file" not in fields or "group" not in fields:
-                raise DataError(
-                    f"groups CSV needs the columns 'file' and 'group' (found: {', '.join(fields) or 'none'})",
-                    path=path,
-                    hint="first line: file,group  then one line per image: 21_training.tif,patient07",
-                )
-            mapping: dict[str, str] = {}
-            for row in reader:
-                name = (row.get(fields["file"]) or "").strip()
-                group = (row.get(fields["group"]) or "").strip()
-                if not name:
-                    continue
-                if not group:
-                    raise DataError(f"line {reader.line_num}: empty group for '{name}'", path=path)
-                mapping[Path(name).name] = group
-    except UnicodeDecodeError as e:
-        raise DataError(f"cannot read groups CSV: {e}", path=path, hint="save it as UTF-8 text") from None
-    return mapping
+# --------------------------------------------------------------------------- layouts
 
 
-def _assign_groups(
-    root: Path,
-    images: dict[str, Path],
-    group_pattern: str | None,
-    groups_csv: str | Path | None,
-) -> dict[str, str]:
-    if group_pattern is not None and groups_csv is not None:
-        raise ConfigError("give either a group pattern or a groups CSV, not both")
-    if group_pattern is not None:
-        fn = _pattern_key_fn(group_pattern, "group pattern", "group")
-        return {k: fn(p) for k, p in images.items()}
-    if groups_csv is not None:
-        csv_path = Path(groups_csv)
-        if not csv_path.is_absolute() and not csv_path.is_file() and (root / csv_path).is_file():
-            csv_path = root / csv_path
-        mapping = _read_groups_csv(csv_path)
-        by_stem: dict[str, str] = {Path(n).stem: g for n, g in mapping.items()}
-        out: dict[str, str] = {}
-        for k, p in images.items():
-            g = mapping.get(p.name, by_stem.get(p.stem))
-            if g is None:
-                raise DataError(
-                    f"image '{p.name}' is not listed in the groups CSV {csv_path}",
-                    path=p,
-                    hint=f"add a line '{p.name},<group>' to {csv_path.name}",
-                )
-            out[k] = g
-        return out
-    # auto-detect a patient id shared by every image name
-    matches = {k: _AUTO_GROUP.search(p.stem) for k, p in images.items()}
-    if images and all(m is not None for m in matches.values()):
-        out = {k: m.group(0).lower() for k, m in matches.items()}  # type: ignore[union-attr]
-        n_groups = len(set(out.values()))
-        (log.info if n_groups < len(out) else log.debug)(
-            "grouping slices by patient id found in the file names: %d images in %d groups",
-            len(out), n_groups,
-        )
-        return out
-    return {k: k for k in images}
+def _resolve_dir(root: Path, value: str | Path, what: str) -> Path:
+    p = Path(value)
+    if not p.is_absolute():
+        p = root / p
+    if not p.is_dir():
+        raise DataError(f"{what} folder not found", path=p, hint=f"give the {what} folder relative to {root} or as an absolute path")
+    return p
 
 
-def discover_cases(
-    root: str | Path,
-    *,
-    images: str | Path | None = None,
-    masks: str | Path | None = None,
-    fov: str | Path | None = None,
-    pair_pattern: str | None = None,
-    group_pattern: str | None = None,
-    groups_csv: str | Path | None = None,
-    require_masks: bool = True,
-) -> list[Case2D]:
-    """Find the 2D cases under ``root``, in image file name order.
+def find_layout(root: str | Path, images: str | Path | None = None, masks: str | Path | None = None,
+                fov: str | Path | None = None) -> Layout2D:
+    """Find the image, label and FOV folders of the one folder ``root``.
 
-    Raises :class:`DataError` naming the file(s) for: no images; an image
-    without a mask (when ``require_masks``); a mask without an image; two
-    images with the same key. A FOV file without an image is only warned about.
+    Explicit folders (relative to ``root`` or absolute) override detection. Subfolders are
+    recognised by name, case-insensitively (see :data:`IMAGE_DIR_NAMES`, :data:`LABEL_DIR_NAMES`,
+    :data:`FOV_DIR_NAMES`), or by a role word in a longer name when one folder alone has it
+    (``Tissue_Images/`` + ``Binary_masks/``); a ``mask``/``masks`` folder is the FOV when another label folder was
+    chosen (DRIVE). Without an image subfolder the images are in ``root`` itself; when no label
+    folder exists but the image folder holds mask-named files, the folder is flat (``masks == images``).
     """
-    layout = find_layout(root, images, masks, fov)
-    root = layout.root
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("dataset folder not found" if not root.exists() else "not a folder", path=root)
+    subdirs: dict[str, Path] = {}
+    for p in sorted(root.iterdir(), key=lambda p: p.name):
+        if p.is_dir() and not p.name.startswith("."):
+            subdirs.setdefault(p.name.lower(), p)
 
-    if layout.flat:
-        image_files, mask_files, fov_files = _classify_flat(list_image_files(layout.images))
+    def first(names, exclude=()) -> Path | None:
+        exact = next((subdirs[n] for n in names if n in subdirs and subdirs[n] not in exclude), None)
+        if exact is not None:
+            return exact
+        # a name with a role word among others (Tissue_Images/, Binary_masks/), when only one folder has it
+        words = set(names)
+        hits = [p for n, p in subdirs.items() if p not in exclude and (set(tokens(n)) & words or re.sub(r"[\W_]+", "", n) in words)]
+        return hits[0] if len(hits) == 1 else None
+
+    images_dir = _resolve_dir(root, images, "images") if images is not None else (first(IMAGE_DIR_NAMES) or root)
+    if masks is not None:
+        masks_dir: Path | None = _resolve_dir(root, masks, "masks")
     else:
-        image_files = list_image_files(layout.images)
-        mask_files = list_image_files(layout.masks) if layout.masks is not None else []
-        fov_files = []
+        masks_dir = first(LABEL_DIR_NAMES, exclude=(images_dir,))
+        if masks_dir is None and images_dir.is_dir() and any(
+                file_role(p.stem) != "image" for p in list_image_files(images_dir, recursive=images_dir != root, warn=False)):
+            masks_dir = images_dir
+    if fov is not None:
+        fov_dir: Path | None = _resolve_dir(root, fov, "FOV")
+    else:
+        taken = tuple(p for p in (images_dir, masks_dir) if p is not None)
+        fov_dir = first(FOV_DIR_NAMES, exclude=taken)
+        if fov_dir is None and masks_dir is not None:
+            fov_dir = first(("mask", "masks"), exclude=taken)
+    return Layout2D(root=root, images=images_dir, masks=masks_dir, fov=fov_dir)
+
+
+def find_layouts(root: str | Path, images: str | Path | None = None, masks: str | Path | None = None,
+                 fov: str | Path | None = None) -> list[Layout2D]:
+    """The folders of the tree under ``root`` that hold cases, each with its layout.
+
+    A folder with role subfolders (``images/`` + ``masks/``) or with images of its own is one
+    layout; a folder with neither is searched below (to :data:`MAX_DEPTH` levels), so a folder of
+    patient folders is found. Explicit folders make ``root`` the only layout.
+    """
+    root = Path(root)
+    top = find_layout(root, images, masks, fov)
+    if images is not None or masks is not None or fov is not None:
+        return [top]
+
+    def walk(layout: Layout2D, depth: int) -> list[Layout2D]:
+        folder = layout.root
+        if layout.images != folder or (layout.masks is not None and layout.masks != folder) or _has_images(folder):
+            return [layout]
+        if depth >= MAX_DEPTH:
+            return []
+        found: list[Layout2D] = []
+        for sub in sorted(folder.iterdir(), key=lambda p: p.name):
+            if sub.is_dir() and _visible(sub):
+                found += walk(find_layout(sub), depth + 1)
+        return found
+
+    return walk(top, 0) or [top]
+
+
+# --------------------------------------------------------------------------- pairing
+
+
+@dataclass
+class _Files:
+    """The image, mask and FOV files of one pairing scope (a folder), before pairing."""
+
+    folder: Path                       #: relative to the dataset root, role folders removed
+    images: list[Path] = field(default_factory=list)
+    masks: list[Path] = field(default_factory=list)
+    fovs: list[Path] = field(default_factory=list)
+
+
+def _scopes(layout: Layout2D, root: Path) -> list[_Files]:
+    """The files of ``layout`` grouped by the folder they pair within."""
+    base = layout.root.relative_to(root) if layout.root != root and layout.root.is_relative_to(root) else Path()
+    scopes: dict[Path, _Files] = {}
+
+    def add(files: list[Path], top: Path, kind: str | None) -> None:
+        for f in files:
+            rel = f.parent.relative_to(top) if f.parent.is_relative_to(top) else Path()
+            entry = scopes.setdefault(rel, _Files(base / rel))
+            role = kind or file_role(f.stem)
+            (entry.images if role == "image" else entry.masks if role == "mask" else entry.fovs).append(f)
+
+    nested = layout.images != layout.root
+    add(list_image_files(layout.images, recursive=nested), layout.images, None if layout.flat else "image")
+    if layout.masks is not None and not layout.flat:
+        add(list_image_files(layout.masks, recursive=layout.masks != layout.root), layout.masks, "mask")
     if layout.fov is not None:
-        fov_files = fov_files + list_image_files(layout.fov)
+        add(list_image_files(layout.fov, recursive=True), layout.fov, "fov")
+    if not layout.flat and layout.masks is None:  # images only: a mask-named file is still not an image
+        for entry in scopes.values():
+            entry.images = [p for p in entry.images if file_role(p.stem) == "image"]
+    return [scopes[k] for k in sorted(scopes)]
 
-    if not image_files:
-        subfolders = layout.images == root and any(p.is_dir() for p in root.iterdir())
-        raise DataError(
-            f"no images found (contents: {_brief_listing(layout.images)})",
-            path=layout.images,
-            hint=(
-                "point medseg at the folder that holds the images (or its images/ + labels/ subfolders), "
-                "or name the folders with --images and --masks"
-                if subfolders
-                else f"put the images ({', '.join(IMAGE_SUFFIXES)}) in this folder, or name it with --images"
-            ),
-        )
 
-    if pair_pattern is not None:
-        pattern_fn = _pattern_key_fn(pair_pattern, "pair pattern", "key")
-        image_key = mask_key = pattern_fn
-    else:
-        def image_key(p: Path) -> str:
-            return pairing_key(p.stem, is_mask=False)
+@dataclass
+class _Paired:
+    """The cases of one scope: images, masks and FOVs by key, how each image was paired, and leftovers."""
 
-        def mask_key(p: Path) -> str:
-            return pairing_key(p.stem, is_mask=True)
+    images: dict[str, Path]
+    masks: dict[str, list[Path]]
+    methods: dict[str, str]
+    fovs: dict[str, Path]
+    orphans: list[Path]   #: masks without an image
+    stray: list[Path]     #: FOV masks without an image
 
+
+def _pair_scope(files: _Files, key_of: Callable[[Path, bool], str], by_pattern: bool) -> _Paired:
+    """Pair the files of one scope by key (role words dropped, or ``--pair-pattern``), then the
+    masks left over by name prefix (:func:`~medseg.data.naming.prefix_pairs`)."""
     by_key: dict[str, Path] = {}
-    for p in image_files:
-        k = image_key(p)
+    for p in files.images:
+        k = key_of(p, False)
         if k in by_key:
             raise DataError(
                 f"two images have the same pairing key '{k}': {by_key[k].name} and {p.name}",
-                path=p,
-                hint="rename one of them, or give --pair-pattern with a (?P<key>...) group that tells them apart",
-            )
+                path=p, hint="rename one of them, or give --pair-pattern with a (?P<key>...) group that tells them apart")
         by_key[k] = p
-
-    masks_by_key: dict[str, list[Path]] = {}
-    for p in mask_files:
-        masks_by_key.setdefault(mask_key(p), []).append(p)
-
-    if require_masks:
-        if not mask_files:
-            where = layout.masks if layout.masks is not None else root
-            raise DataError(
-                "no mask files found" + ("" if layout.masks is not None else
-                                         f" (no label folder such as labels/ or masks/; contents: {_brief_listing(root)})"),
-                path=where,
-                hint="name the label folder with --masks, or put masks named like <image>_mask.png beside the images",
-            )
-        missing = [p for k, p in by_key.items() if k not in masks_by_key]
-        if missing:
-            orphans = [m for k, ms in masks_by_key.items() if k not in by_key for m in ms]
-            extra = f"; masks without an image: {_names(orphans)}" if orphans else ""
-            raise DataError(
-                f"no mask found for image '{missing[0].name}' "
-                f"({len(missing)} of {len(by_key)} images without a mask: {_names(missing)}{extra})",
-                path=missing[0],
-                hint="images and masks are paired by name (e.g. 21_training.tif <-> 21_manual1.gif); "
-                "give --pair-pattern with a (?P<key>...) group if your names differ, or --masks for the label folder",
-            )
-
-    orphans = [m for k, ms in masks_by_key.items() if k not in by_key for m in ms]
-    if orphans:
-        raise DataError(
-            f"mask '{orphans[0].name}' has no matching image ({len(orphans)} mask(s) without an image: {_names(orphans)})",
-            path=orphans[0],
-            hint="remove the stray mask, add its image, or give --pair-pattern if names differ",
-        )
-
-    fov_by_key: dict[str, Path] = {}
-    stray_fov: list[Path] = []
-    for p in fov_files:
-        if pair_pattern is not None:
-            try:
-                k = mask_key(p)
-            except DataError:
-                stray_fov.append(p)
-                continue
-        else:
-            k = mask_key(p)
-        if k not in by_key:
-            stray_fov.append(p)
+    masks: dict[str, list[Path]] = {}
+    for p in files.masks:
+        masks.setdefault(key_of(p, True), []).append(p)
+    methods = {k: "pattern" if by_pattern else
+               "same name" if all(m.stem.lower() == by_key[k].stem.lower() for m in masks[k]) else "role words"
+               for k in by_key if k in masks}
+    orphans = [m for k, ms in masks.items() if k not in by_key for m in ms]
+    if orphans and not by_pattern:
+        key_by_image = {p: k for k, p in by_key.items()}
+        paired, orphans = prefix_pairs([p for k, p in by_key.items() if k not in masks], orphans)
+        for image, ms in paired.items():
+            masks[key_by_image[image]] = ms
+            methods[key_by_image[image]] = "name prefix"
+    fovs: dict[str, Path] = {}
+    stray: list[Path] = []
+    for p in files.fovs:
+        try:
+            k = key_of(p, True)
+        except DataError:
+            stray.append(p)
             continue
-        if k in fov_by_key:
-            raise DataError(
-                f"two FOV masks for image '{by_key[k].name}': {fov_by_key[k].name} and {p.name}",
-                path=p,
-                hint="keep one FOV mask per image",
-            )
-        fov_by_key[k] = p
-    if stray_fov:
-        log.warning("%d FOV mask(s) with no matching image, ignored: %s", len(stray_fov), _names(stray_fov))
+        if k not in by_key and not by_pattern:  # a FOV named like its image plus a word
+            paired, _ = prefix_pairs(list(by_key.values()), [p])
+            k = next((kk for kk, img in by_key.items() if img in paired), k)
+        if k not in by_key:
+            stray.append(p)
+        elif k in fovs:
+            raise DataError(f"two FOV masks for image '{by_key[k].name}': {fovs[k].name} and {p.name}",
+                            path=p, hint="keep one FOV mask per image")
+        else:
+            fovs[k] = p
+    return _Paired(by_key, masks, methods, fovs, orphans, stray)
 
-    groups = _assign_groups(root, by_key, group_pattern, groups_csv)
 
-    cases = [
-        Case2D(
-            key=k,
-            image=p,
-            masks=tuple(sorted(masks_by_key.get(k, []), key=lambda m: m.name)),
-            fov=fov_by_key.get(k),
-            group=groups[k],
-        )
-        for k, p in by_key.items()
-    ]
-    log.info(
-        "found %d cases in %s (%d with masks, %d with FOV)",
-        len(cases), root, sum(1 for c in cases if c.masks), sum(1 for c in cases if c.fov),
-    )
-    return cases
+# --------------------------------------------------------------------------- cases
+
+
+def discover(root: str | Path, *, images: str | Path | None = None, masks: str | Path | None = None,
+             fov: str | Path | None = None, pair_pattern: str | None = None, group_pattern: str | None = None,
+             groups_csv: str | Path | None = None, require_masks: bool = True) -> Discovery:
+    """Find the 2D cases under ``root`` (in path order) and say how they were paired and grouped.
+
+    Raises :class:`DataError` naming the file(s) for: no images; an image without a mask (when
+    ``require_masks``); a mask without an image; two images with the same key; an ambiguous
+    prefix pairing. A FOV file without an image is only warned about.
+    """
+    root = Path(root)
+    layouts = find_layouts(root, images, masks, fov)
+    pattern_fn = pattern_key_fn(pair_pattern, "pair pattern", "key") if pair_pattern is not None else None
+
+    def key_of(p: Path, is_mask: bool) -> str:
+        return pattern_fn(p) if pattern_fn is not None else pairing_key(p.stem, is_mask)
+
+    counts: dict[str, int] = {}
+    examples: dict[str, list[str]] = {}
+    cases: list[tuple[str, Path, tuple[Path, ...], Path | None, Path]] = []
+    orphans: list[Path] = []
+    stray: list[Path] = []
+    any_masks = False
+    for layout in layouts:
+        for files in _scopes(layout, root):
+            any_masks = any_masks or bool(files.masks)
+            found = _pair_scope(files, key_of, pattern_fn is not None)
+            orphans += found.orphans
+            stray += found.stray
+            for k, p in found.images.items():
+                ms = tuple(sorted(found.masks.get(k, []), key=lambda m: m.name))
+                cases.append((k, p, ms, found.fovs.get(k), files.folder))
+                if ms:
+                    method = found.methods[k]
+                    counts[method] = counts.get(method, 0) + 1
+                    if len(examples.setdefault(method, [])) < 3:
+                        examples[method].append(f"{p.name} <- {', '.join(m.name for m in ms)}")
+
+    if not cases:
+        where = layouts[0].images
+        sub = any(p.is_dir() for p in root.iterdir())
+        raise DataError(
+            f"no images found (contents: {_brief_listing(where)})", path=where,
+            hint=("point medseg at the folder that holds the images (or its images/ + labels/ subfolders), "
+                  "or name the folders with --images and --masks" if sub and where == root
+                  else f"put the images ({', '.join(IMAGE_SUFFIXES)}) in this folder, or name it with --images"))
+    if require_masks and not any_masks:
+        where = layouts[0].masks or root
+        raise DataError(
+            "no mask files found" + ("" if layouts[0].masks is not None else
+                                     f" (no label folder such as labels/ or masks/; contents: {_brief_listing(root)})"),
+            path=where, hint="name the label folder with --masks, or put masks named like <image>_mask.png beside the images")
+    missing = [p for _, p, ms, _, _ in cases if not ms]
+    if require_masks and missing:
+        extra = f"; masks without an image: {_names(orphans)}" if orphans else ""
+        raise DataError(
+            f"no mask found for image '{missing[0].name}' "
+            f"({len(missing)} of {len(cases)} images without a mask: {_names(missing)}{extra})",
+            path=missing[0],
+            hint="images and masks are paired by name (e.g. 21_training.tif <-> 21_manual1.gif, or 01.jpg <-> 01_1stObs.png); "
+            "give --pair-pattern with a (?P<key>...) group if your names differ, or --masks for the label folder")
+    if orphans:
+        raise DataError(f"mask '{orphans[0].name}' has no matching image ({len(orphans)} mask(s) without an image: "
+                        f"{_names(orphans)})", path=orphans[0],
+                        hint="remove the stray mask, add its image, or give --pair-pattern if names differ")
+    if stray:
+        log.warning("%d FOV mask(s) with no matching image, ignored: %s", len(stray), _names(stray))
+
+    keys = _unique_keys([(k, folder) for k, _, _, _, folder in cases])
+    grouping = assign_groups(root, {k: c[1] for k, c in zip(keys, cases)}, {k: c[4] for k, c in zip(keys, cases)},
+                             group_pattern, groups_csv)
+    out = [Case2D(key=k, image=p, masks=ms, fov=f, group=grouping.groups[k]) for k, (_, p, ms, f, _) in zip(keys, cases)]
+    log.info("found %d cases in %s (%d with masks, %d with FOV%s)", len(out), root, sum(1 for c in out if c.masks),
+             sum(1 for c in out if c.fov), f", in {len(layouts)} folders" if len(layouts) > 1 else "")
+    return Discovery(root, out, layouts, grouping, counts, examples)
+
+
+def _unique_keys(keys: list[tuple[str, Path]]) -> list[str]:
+    """Case keys, qualified by their folder (``<folder>_<key>``) where a key recurs in several folders."""
+    seen: dict[str, int] = {}
+    for k, _ in keys:
+        seen[k] = seen.get(k, 0) + 1
+    out = []
+    for k, folder in keys:
+        out.append("_".join([*folder.parts, k]).lower() if seen[k] > 1 and folder.parts else k)
+    if len(set(out)) != len(out):
+        dup = next(k for k in out if out.count(k) > 1)
+        raise DataError(f"two images have the same name key '{dup}' in one dataset", hint="rename one of them")
+    return out
+
+
+def discover_cases(root: str | Path, **options) -> list[Case2D]:
+    """The cases of :func:`discover` (same options)."""
+    return discover(root, **options).cases

@@ -10,7 +10,11 @@ colour. A :class:`LabelScheme` maps codes to class ids ``0..K-1``;
 - gray levels all below 32: ``index`` (the value is the class id);
 - other gray levels: ``gray`` (each level one class, in ascending order);
 - colours: ``color``; black (else the most frequent colour) is background,
-  the other colours follow in ascending ``(r, g, b)`` order.
+  the other colours follow in ascending ``(r, g, b)`` order;
+- lossy masks (every file a JPEG): compression puts values between 0 and 255 at every edge,
+  so when nearly all pixels are close to 0 or to 255 the masks are ``binary`` with a
+  ``threshold`` of 128 (a pixel is foreground when its gray level, the mean of its colour
+  channels, is at least 128); other lossy masks are refused with a fix.
 
 Channel conventions: 1 channel is gray; 2 channels are gray + alpha; 3 channels
 are gray when ``R == G == B`` everywhere, colour otherwise; 4 channels are RGB
@@ -37,6 +41,10 @@ log = logging.getLogger(__name__)
 KINDS = ("index", "binary", "gray", "color")
 MAX_CODES = 64  #: more distinct colours/levels than this means the files are not masks (or lossy JPEG)
 INDEX_MAX = 32  #: gray masks whose values are all below this are class indices
+LOSSY_SUFFIXES = (".jpg", ".jpeg")  #: mask files whose values compression has changed
+LOSSY_THRESHOLD = 128  #: lossy binary masks: foreground from this gray level up
+#: lossy masks are binary when at most this share of their pixels lies between 64 and 191
+LOSSY_MIDTONE_SHARE = 0.05
 
 _BASE_PALETTE = [
     (0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255),
@@ -150,12 +158,15 @@ class LabelScheme:
     """How class ids are encoded in the mask files.
 
     Class ``i`` is encoded by ``codes[i]``: an int gray level for the kinds
-    ``index``/``binary``/``gray``, an ``[r, g, b]`` list for ``color``.
+    ``index``/``binary``/``gray``, an ``[r, g, b]`` list for ``color``. A ``binary`` scheme
+    with a ``threshold`` decodes lossy files: gray level (mean of the colour channels) at
+    least ``threshold`` is class 1.
     """
 
     kind: str
     codes: list
     names: list[str] = field(default_factory=list)
+    threshold: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -175,6 +186,8 @@ class LabelScheme:
         self.names = [str(n) for n in self.names]
         if len(self.names) != len(self.codes):
             raise ConfigError(f"label scheme has {len(self.codes)} codes but {len(self.names)} names")
+        if self.threshold is not None and (self.kind != "binary" or not 0 < int(self.threshold) <= 255):
+            raise ConfigError(f"a label threshold applies to binary masks, with a level in 1..255 (got {self.threshold})")
 
     @property
     def num_classes(self) -> int:
@@ -196,6 +209,8 @@ class LabelScheme:
         Codes not in the scheme raise :class:`DataError` naming the file, the
         first few bad values and the valid ones.
         """
+        if self.threshold is not None:
+            return _thresholded(array, self.threshold, path)
         pix_kind, codes, transparent = _canonical(array, path)
         if self.kind == "color" or pix_kind == "color":
             if pix_kind == "gray":
@@ -258,14 +273,57 @@ class LabelScheme:
         return lut[np.asarray(labels)][None]
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "codes": [list(c) if isinstance(c, (list, tuple)) else int(c) for c in self.codes],
-                "names": list(self.names)}
+        d = {"kind": self.kind, "codes": [list(c) if isinstance(c, (list, tuple)) else int(c) for c in self.codes],
+             "names": list(self.names)}
+        if self.threshold is not None:
+            d["threshold"] = int(self.threshold)
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "LabelScheme":
         if not isinstance(d, dict) or not {"kind", "codes"} <= set(d):
             raise ConfigError("a stored label scheme needs 'kind' and 'codes'")
-        return cls(kind=d["kind"], codes=list(d["codes"]), names=list(d.get("names") or []))
+        return cls(kind=d["kind"], codes=list(d["codes"]), names=list(d.get("names") or []), threshold=d.get("threshold"))
+
+
+def _gray(array: np.ndarray) -> np.ndarray:
+    """Reader array ``(C, H, W)`` -> gray levels ``(H, W)`` float: the mean of the colour channels (alpha dropped)."""
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[None]
+    if a.shape[0] in (2, 4):
+        a = a[:-1]
+    return a.astype(np.float32).mean(0)
+
+
+def _thresholded(array: np.ndarray, threshold: int, path) -> np.ndarray:
+    """Class ids of a lossy binary mask: 1 where the gray level is at least ``threshold``."""
+    a = np.asarray(array)
+    if a.ndim not in (2, 3):
+        raise DataError(f"expected a 2D mask, got an array of shape {a.shape}", path=path)
+    return (_gray(a) >= threshold).astype(np.uint8)
+
+
+def _detect_lossy(files: Sequence[Path]) -> LabelScheme:
+    """The scheme of masks that are all lossy files (JPEG): binary with a threshold, when nearly every
+    pixel is near 0 or 255; otherwise a :class:`DataError` asking for lossless masks."""
+    total = mid = high = 0
+    for f in files:
+        g = _gray(read_image(f).array)
+        total += g.size
+        mid += int(np.count_nonzero((g >= 64) & (g < 192)))
+        high += int(np.count_nonzero(g >= LOSSY_THRESHOLD))
+    share = mid / max(total, 1)
+    if share > LOSSY_MIDTONE_SHARE:
+        raise DataError(
+            f"the masks are JPEG files and {share:.0%} of their pixels are mid-gray (64..191): they do not look like "
+            "binary masks, and lossy compression has changed their class values", path=files[0],
+            hint="save the masks losslessly (PNG or TIF), or declare the classes with --label-colors")
+    log.info("JPEG masks: read as binary, foreground from gray level %d (%.2f%% of the pixels were between 64 and 191, "
+             "compression noise at the edges)", LOSSY_THRESHOLD, 100 * share)
+    if high == 0:
+        log.warning("all %d JPEG mask files are empty (below gray level %d)", len(files), LOSSY_THRESHOLD)
+    return LabelScheme(kind="binary", codes=[0, 255], threshold=LOSSY_THRESHOLD)
 
 
 def _default_names(kind: str, n: int) -> list[str]:
@@ -403,6 +461,13 @@ def detect_scheme(
         for f in files:  # every file must use declared codes only; the error names the file
             img = read_image(f)
             scheme.decode(img.array, f)
+        return scheme
+
+    if all(f.suffix.lower() in LOSSY_SUFFIXES for f in files):
+        scheme = _detect_lossy(files)
+        if num_classes is not None and num_classes != scheme.num_classes:
+            raise DataError(f"JPEG masks are read as binary (2 classes), but {num_classes} were requested", path=files[0],
+                            hint="save multi-class masks losslessly (PNG or TIF)")
         return scheme
 
     gray_counts: dict[int, int] = {}

@@ -49,7 +49,12 @@ class Preprocess2D:
 
     Attributes:
         channels: network input channels (1 grayscale, 3 RGB); images are converted to it.
-        size: ``(H, W)`` to resize to, or ``None`` to keep each image's own size.
+        size: ``(H, W)`` to resize every image to (``--size``), or ``None``.
+        scale: the working resolution as one factor for every image (``0.5`` halves each side), or
+            ``None``: the 2D analogue of a target spacing, for images whose pixels mean the same size.
+        long_side: the working resolution per image: each is resampled so that its longer side has
+            this many pixels (aspect ratio kept), for images whose objects scale with the frame.
+            At most one of ``size``, ``scale`` and ``long_side`` is set; none keeps each image's size.
         median: median-filter size in pixels (0 = off).
         normalize: ``zscore`` per image and channel, ``minmax`` to 0..1, ``rgb`` (the pixel type's
             range to 0..1: uint8 / 255, uint16 / 65535), or ``none``.
@@ -59,12 +64,30 @@ class Preprocess2D:
     size: tuple[int, int] | None = None
     median: int = 0
     normalize: str = "zscore"
+    scale: float | None = None
+    long_side: int | None = None
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZATIONS:
             raise ConfigError(f"unknown normalisation '{self.normalize}'", hint=f"choose one of: {', '.join(NORMALIZATIONS)}")
         if self.size is not None:
             self.size = (int(self.size[0]), int(self.size[1]))
+        if sum(v is not None for v in (self.size, self.scale, self.long_side)) > 1:
+            raise ConfigError("give one of a fixed size, a scale and a long side for the working resolution, not several")
+        if self.scale is not None and not 0 < float(self.scale) <= 4:
+            raise ConfigError(f"working-resolution scale must be in (0, 4], got {self.scale}")
+        if self.long_side is not None and int(self.long_side) < 8:
+            raise ConfigError(f"working-resolution long side must be at least 8 pixels, got {self.long_side}")
+
+    def working_size(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """The ``(h, w)`` an image of spatial ``shape`` ``(H, W)`` is resampled to (``shape`` when kept)."""
+        if self.size is not None:
+            return self.size
+        factor = self.scale if self.scale is not None else (
+            self.long_side / max(shape) if self.long_side is not None else None)
+        if factor is None or factor == 1:
+            return (int(shape[0]), int(shape[1]))
+        return (max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor)))
 
     def image(self, arr: np.ndarray) -> np.ndarray:
         """(C,H,W) raw → float32 (channels, h, w) network input."""
@@ -74,9 +97,10 @@ class Preprocess2D:
             x /= np.float32(full)
         if self.median > 1:
             x = ndimage.median_filter(x, size=(1, self.median, self.median))
-        if self.size is not None and tuple(x.shape[1:]) != self.size:
+        size = self.working_size(x.shape[1:])
+        if tuple(x.shape[1:]) != size:
             t = torch.from_numpy(np.ascontiguousarray(x))[None]
-            x = F.interpolate(t, size=self.size, mode="bilinear", align_corners=False, antialias=True)[0].numpy()
+            x = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)[0].numpy()
         return self._normalize(x)
 
     def _normalize(self, x: np.ndarray) -> np.ndarray:  # "rgb" is scaled in image(), from the pixel type
@@ -91,11 +115,19 @@ class Preprocess2D:
         return x
 
     def mask(self, labels: np.ndarray) -> np.ndarray:
-        """(H,W) class ids → (h,w) uint8, resized with nearest neighbour."""
-        if self.size is None or tuple(labels.shape) == self.size:
+        """(H,W) class ids → (h,w) uint8 at the working size: nearest neighbour when enlarging;
+        when shrinking, each pixel takes the class of largest area under it (a linear resampling of
+        the one-hot encoding, then argmax), so thin structures are not lost to nearest-neighbour gaps."""
+        size = self.working_size(labels.shape)
+        if tuple(labels.shape) == size:
             return labels.astype(np.uint8)
         t = torch.from_numpy(labels.astype(np.uint8))[None, None]
-        return F.interpolate(t, size=self.size, mode="nearest-exact")[0, 0].numpy()
+        if size[0] >= labels.shape[0] and size[1] >= labels.shape[1]:
+            return F.interpolate(t, size=size, mode="nearest-exact")[0, 0].numpy()
+        k = int(labels.max()) + 1
+        onehot = F.one_hot(t[0].long(), k).permute(0, 3, 1, 2).float()
+        area = F.interpolate(onehot, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return area.argmax(1)[0].to(torch.uint8).numpy()
 
     def restore(self, probs: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         """Class probabilities (K,h,w) at network size → (K,H,W) at the original size."""

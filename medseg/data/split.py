@@ -9,12 +9,17 @@ fraction is guaranteed at least one group.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 SUBSETS = ("train", "val", "test")
 
@@ -123,3 +128,92 @@ def split_cases(
         gid = f"\0{k}" if g is None else f"g:{g}"
         out[assign[gid]].append(k)
     return out
+
+
+# --------------------------------------------------------------------------- split files
+
+_CHANNEL_SUFFIX = "_0000"
+_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".bmp")
+
+
+def _entry_name(entry, path: Path) -> str:
+    """A case name from a split-file entry: ``"case"``, ``"imagesTr/case.nii.gz"``, ``{"key": "case"}``."""
+    if isinstance(entry, dict):
+        entry = entry.get("key", entry.get("image"))
+    if not isinstance(entry, str) or not entry.strip():
+        raise DataError(f"split entry {entry!r} is not a case name", path=path)
+    name = Path(entry.strip()).name
+    ending = next((e for e in _ENDINGS if name.lower().endswith(e)), "")
+    return name[: len(name) - len(ending)] if ending else name
+
+
+def read_split_file(path: str | Path, keys: Sequence[str], aliases: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """``{"train": [...], "val": [...], "test": [...]}`` from a split file, matched to the case ``keys``.
+
+    The file is JSON with a ``"train"`` list and optionally ``"val"``/``"test"`` lists of case
+    names, file names or paths (``hippocampus_001``, ``imagesTr/hippocampus_001.nii.gz``,
+    ``images/21_training.tif``; nnU-Net's ``_0000`` channel ending is dropped when that names a
+    case), or the entries of a run's own ``split.json``. ``aliases`` maps other names of a case
+    (its image file's stem) to its key; names match case-insensitively. A ``"val"`` list that is
+    absent (not empty) is marked ``None``, to be drawn from ``"train"`` (:func:`complete_split`).
+    Names that match no case, or a case in two subsets, are errors.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read split file: {e}", path=path) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"split file is not valid JSON: {e}", path=path) from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("train"), list):
+        raise DataError('a split file is a JSON object with a "train" list (and "val", "test")', path=path,
+                        hint='e.g. {"train": ["case_001", ...], "test": ["case_002", ...]}')
+    lookup = {k.lower(): k for k in keys}
+    lookup.update({a.lower(): k for a, k in (aliases or {}).items() if a.lower() not in lookup})
+    out: dict[str, list[str]] = {s: [] for s in SUBSETS}
+    unknown: list[str] = []
+    where: dict[str, str] = {}
+    for subset in SUBSETS:
+        entries = raw.get(subset) or []
+        if not isinstance(entries, list):
+            raise DataError(f'"{subset}" must be a list of case names', path=path)
+        for entry in entries:
+            name = _entry_name(entry, path).lower()
+            if name not in lookup and name.endswith(_CHANNEL_SUFFIX) and name[: -len(_CHANNEL_SUFFIX)] in lookup:
+                name = name[: -len(_CHANNEL_SUFFIX)]
+            if name not in lookup:
+                unknown.append(name)
+                continue
+            key = lookup[name]
+            if key in where:
+                raise DataError(f"case '{key}' is listed in both \"{where[key]}\" and \"{subset}\"", path=path)
+            where[key] = subset
+            out[subset].append(key)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" ... ({len(unknown)} in all)" if len(unknown) > 5 else "")
+        raise DataError(f"split file names cases the dataset does not have: {shown}", path=path,
+                        hint=f"use the dataset's case names, e.g. {', '.join(sorted(keys)[:3])}")
+    if not out["train"]:
+        raise DataError('the split file\'s "train" list is empty', path=path)
+    unused = len(set(keys)) - len(where)
+    if unused:
+        log.info("%d case(s) of the dataset are in no subset of %s and are not used", unused, path.name)
+    if "val" not in raw:
+        out["val"] = None  # type: ignore[assignment]
+    return out
+
+
+def complete_split(split: dict[str, list[str] | None], groups: Mapping[str, str | None],
+                   fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0) -> dict[str, list[str]]:
+    """A split whose ``"val"`` is ``None`` (a split file without one) gets validation cases drawn from
+    ``"train"``, group-aware, in the proportion of ``fractions`` (train : val, so a quarter by default)."""
+    if split.get("val") is not None:
+        return split  # type: ignore[return-value]
+    train = list(split["train"] or [])
+    share = fractions[1] / (fractions[0] + fractions[1]) if fractions[0] + fractions[1] > 0 else 0.0
+    if share <= 0 or len({groups.get(k) or k for k in train}) < 2:
+        return {**split, "val": []}  # type: ignore[dict-item]
+    inner = split_cases(train, [groups.get(k) for k in train], (1 - share, share, 0.0), seed)
+    log.info("validation: %d of the %d training cases of the split file (%.0f%%, --split), drawn by group",
+             len(inner["val"]), len(train), 100 * share)
+    return {"train": inner["train"], "val": inner["val"], "test": list(split.get("test") or [])}

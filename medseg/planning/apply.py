@@ -11,7 +11,8 @@ the run folder, which the data folder never is (it may be read-only).
 Flag → plan entry: ``--patch-size`` → ``patch.size``, ``--batch-size`` → ``batch.size``,
 ``--model/--features/--depth/--dropout`` → ``network``, ``--normalize`` →
 ``normalization.scheme``, ``--target-spacing`` → ``spacing.target``, ``--crop-nonzero`` →
-``crop_to_nonzero.value``, ``--epochs/--iterations/--time-budget`` → ``training``.
+``crop_to_nonzero.value``, ``--epochs/--iterations/--time-budget`` → ``training``, 2D: ``--scale``/``--long-side`` (and
+``--size``, a fixed size) → ``spacing.scale``/``spacing.long_side``.
 A new patch (``--patch-size``, or ``--size`` smaller than the planned patch) re-plans the
 network's strides for it; ``--depth`` leaves strides to the hand-set rules, as without a plan.
 """
@@ -40,6 +41,7 @@ FLAG_ENTRIES = {
     "target_spacing": "spacing.target", "crop_nonzero": "crop_to_nonzero.value", "epochs": "training.max_epochs",
     "iterations": "training.iterations_per_epoch", "time_budget": "training.time_budget",
     "monitor": "training.monitor", "augment_warmup": "training.augment_warmup",
+    "scale": "spacing.scale", "long_side": "spacing.long_side",
 }
 
 NETWORK_KEYS = ("features", "depth", "strides", "kernel_sizes", "max_features", "dropout")
@@ -111,6 +113,8 @@ def plan_setup(setup, plan: Plan, given: set[str], plan_source: str = "made from
         cfg.monitor = plan["training"]["monitor"]
     if "augment_warmup" in plan["training"] and entry("augment_warmup", cfg.augment_warmup):
         cfg.augment_warmup = plan["training"]["augment_warmup"]
+    cfg.val_max_cases = plan["training"].get("val_max_cases")
+    cfg.val_every = plan["training"].get("val_every", 1)
     if entry("batch_size", cfg.batch_size):
         cfg.batch_size = plan["batch"]["size"]
 
@@ -162,12 +166,21 @@ def plan_setup(setup, plan: Plan, given: set[str], plan_source: str = "made from
             setup.preprocess = Preprocess3D(spacing, setup.normalization, stats, setup.crop_to_nonzero)
         setup.auto_patch = setup.auto_batch = False
     else:
-        if entry("normalize", setup.preprocess.normalize if setup.preprocess else None):
-            from medseg.data.preprocess2d import Preprocess2D
+        from medseg.data.preprocess2d import Preprocess2D
 
-            pre = setup.preprocess or Preprocess2D()
+        pre = setup.preprocess or Preprocess2D()
+        if entry("normalize", pre.normalize):
             pre.normalize = schemes[0]
-            setup.preprocess = pre
+        planned = {k: plan["spacing"].get(k) for k in ("scale", "long_side")}
+        if given & {"size", "scale", "long_side"}:  # the working resolution is the user's
+            used = {"scale": pre.scale, "long_side": pre.long_side}
+            for key in ("scale", "long_side"):
+                if not _same(planned[key], used[key]):
+                    flag = key if key in given else "size"
+                    overrides[f"spacing.{key}"] = {"plan": planned[key], "used": used[key], "flag": "--" + flag.replace("_", "-")}
+        else:
+            pre.scale, pre.long_side = planned["scale"], planned["long_side"]
+        setup.preprocess = pre
         setup.auto_patch = False
     if plan["device"]["kind"] == "cuda" and cfg.device == "cpu" or plan["device"]["kind"] == "cpu" and cfg.device.startswith("cuda"):
         log.warning("the plan was made for %s, training runs on %s: batch and patch may not suit it",

@@ -48,6 +48,7 @@ from scipy import ndimage
 from medseg.data.cache import fingerprint as files_hash
 from medseg.data.preprocess3d import bbox_of, intensity_stats
 from medseg.errors import DataError
+from medseg.planning.resolution import SCALES, roundtrip_fidelity
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ SPACING_OUTLIER_FACTOR = 2.0
 SIZE_OUTLIER_FACTOR = 8.0
 #: per-case foreground means differing by more than this factor mean differently scaled intensities
 INTENSITY_SCALE_FACTOR = 10.0
+#: 2D: cases (evenly spaced) whose labels are resampled to measure the fidelity of coarser grids
+FIDELITY_CASES = 100
 
 #: folder names that say little about a dataset: its parent's name is prefixed
 GENERIC_FOLDER_NAMES = frozenset({"training", "train", "test", "testing", "data", "images", "val", "validation"})
@@ -78,22 +81,24 @@ def _rng(key: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
 
 
-def _components(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, list[int]]:
-    """``(count, sizes in voxels)`` of the connected components of a boolean mask (full connectivity:
-    diagonal neighbours connect, so thin oblique structures such as vessels stay one component).
+def _components(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, list[int], list[int]]:
+    """``(count, sizes in voxels, extent of the largest)`` of the connected components of a boolean mask
+    (full connectivity: diagonal neighbours connect, so thin oblique structures such as vessels stay one
+    component); the extent is the largest component's bounding box, voxels per axis.
     Beyond :data:`MAX_COMPONENTS_PER_CASE`, the largest and a random sample of the others are kept."""
     box = bbox_of(mask)
     sub = mask[tuple(slice(a, b) for a, b in box)]
     labelled, n = ndimage.label(sub, structure=ndimage.generate_binary_structure(sub.ndim, sub.ndim))
     if n == 0:
-        return 0, []
+        return 0, [], []
     sizes = np.bincount(labelled.ravel())[1:]
+    top = int(np.argmax(sizes))
+    extent = [sl.stop - sl.start for sl in ndimage.find_objects(labelled, max_label=top + 1)[top]]
     del labelled
     if sizes.size > MAX_COMPONENTS_PER_CASE:
-        top = int(np.argmax(sizes))
         rest = np.delete(sizes, top)
         sizes = np.concatenate([[sizes[top]], rng.choice(rest, MAX_COMPONENTS_PER_CASE - 1, replace=False)])
-    return int(n), [int(s) for s in sizes]
+    return int(n), [int(s) for s in sizes], [int(e) for e in extent]
 
 
 def describe_case(key: str, image: np.ndarray, label: np.ndarray, spacing: Sequence[float],
@@ -122,8 +127,8 @@ def describe_case(key: str, image: np.ndarray, label: np.ndarray, spacing: Seque
     for v in values:
         mask = label == v
         n = int(np.count_nonzero(mask))
-        count, sizes = _components(mask, rng) if n else (0, [])
-        classes[str(v)] = {"voxels": n, "count": count, "components": sizes}
+        count, sizes, extent = _components(mask, rng) if n else (0, [], [])
+        classes[str(v)] = {"voxels": n, "count": count, "components": sizes, "largest_extent": extent}
         del mask
     lo = [float(image[c].min()) for c in range(image.shape[0])]
     hi = [float(image[c].max()) for c in range(image.shape[0])]
@@ -157,7 +162,7 @@ def _case_2d(task: tuple) -> dict[str, Any]:
     from medseg.data.preprocess2d import to_channels
     from medseg.io import read_image
 
-    case, scheme, channels, seed = task
+    case, scheme, channels, seed, measure = task
     try:
         img = read_image(case.image)
         mask = read_mask(case.masks, scheme)
@@ -168,8 +173,10 @@ def _case_2d(task: tuple) -> dict[str, Any]:
         return {"key": case.key, "kind": "shape_mismatch", "file": str(case.masks[0]),
                 "error": f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {case.image.name} is {size[1]}x{size[0]}"}
     array = to_channels(img.array, channels)
-    rec = describe_case(case.key, array, mask, (1.0, 1.0), list(range(1, scheme.num_classes)), seed)
+    values = list(range(1, scheme.num_classes))
+    rec = describe_case(case.key, array, mask, (1.0, 1.0), values, seed)
     rec["values"] = [int(v) for v in np.unique(mask) if v != 0]
+    rec["fidelity"] = roundtrip_fidelity(mask, values) if measure else None
     return rec
 
 
@@ -249,14 +256,16 @@ def compute_fingerprint(
         ds2 = prepare_dataset(data, data_options or DataOptions2D())
         cases = ds2.cases
         used = _subset(cases, max_cases)
-        tasks = [(c, ds2.scheme, ds2.channels, seed) for c in used]
+        measured = {c.key for c in _subset(used, FIDELITY_CASES)}
+        tasks = [(c, ds2.scheme, ds2.channels, seed, c.key in measured) for c in used]
         records = _run(_case_2d, tasks, workers or default_workers(len(tasks)), progress)
         name = data.resolve().name
         if name.lower() in GENERIC_FOLDER_NAMES:  # drive/training rather than "training"
             name = f"{data.resolve().parent.name}/{name}"
         info = {"dims": 2, "name": name, "layout": "folders2d", "channels": ds2.channels,
                 "modality": ["rgb"] * 3 if ds2.channels == 3 else ["gray"],
-                "labels": {str(i): n for i, n in enumerate(ds2.scheme.names)}}
+                "labels": {str(i): n for i, n in enumerate(ds2.scheme.names)},
+                "discovery": ds2.discovery.summary() if ds2.discovery else None, "label_scheme": ds2.scheme.to_json()}
         inputs = [p for c in cases for p in (c.image, *c.masks)]
     fp = aggregate(records, info, len(cases))
     fp["data"] = str(data.resolve())
@@ -379,6 +388,34 @@ def aggregate(records: list[dict], info: dict, num_cases: int) -> dict[str, Any]
         "intensity": intensity,
         "classes": classes,
         "problems": problems,
-        "cases": [{"key": r["key"], "shape": r["shape"], "cropped_shape": r["cropped_shape"], "spacing": r["spacing"]}
+        "cases": [{"key": r["key"], "shape": r["shape"], "cropped_shape": r["cropped_shape"], "spacing": r["spacing"],
+                   "object_extent": _object_extent(r), **({"fidelity": r["fidelity"]} if r.get("fidelity") else {})}
                   for r in ok],
+        **({"resolution": _resolution_summary(ok)} if info["dims"] == 2 else {}),
+        **{k: info[k] for k in ("discovery", "label_scheme") if info.get(k)},
     }
+
+
+def _object_extent(record: dict) -> list[int] | None:
+    """The bounding box (voxels per axis) of the case's largest foreground component, of any class."""
+    best = max(((max(c["components"]), c["largest_extent"]) for c in record["classes"].values() if c["components"]),
+               default=None, key=lambda t: t[0])
+    return best[1] if best else None
+
+
+def _resolution_summary(records: list[dict]) -> dict[str, Any]:
+    """2D: how coarse a grid the labels survive (median and 10th percentile over the measured cases of
+    the lowest class Dice after a round trip, per scale) and how large the objects are, in pixels and
+    as a share of their image's size (see :mod:`medseg.planning.resolution`)."""
+    curves = np.asarray([[np.nan if f is None else f for f in r["fidelity"]] for r in records if r.get("fidelity")],
+                        dtype=np.float64)
+    extents = [(_object_extent(r), r["shape"]) for r in records]
+    extents = [(e, sh) for e, sh in extents if e]
+    out: dict[str, Any] = {"scales": [round(x, 4) for x in SCALES], "cases_measured": int(len(curves))}
+    if len(curves) and not np.all(np.isnan(curves)):
+        out["fidelity_median"] = [round(float(x), 4) for x in np.nanmedian(curves, axis=0)]
+        out["fidelity_p10"] = [round(float(x), 4) for x in np.nanpercentile(curves, 10, axis=0)]
+    if extents:
+        out["object_extent"] = _axis_stats([e for e, _ in extents])
+        out["relative_extent"] = _axis_stats([[a / b for a, b in zip(e, sh)] for e, sh in extents])
+    return out

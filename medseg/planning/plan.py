@@ -6,14 +6,16 @@ decision section carries a ``reason``::
     data            what the plan was made for: path, name, dims, channels, modality, classes, data_hash
     device          kind (cpu | cuda) and the memory_budget ("8.0 GiB") the batch was sized for
     configuration   value ("3d" | "2d"), the candidates considered
-    spacing         target: mm per axis (array axis order), null for 2D images
+    spacing         target: mm per axis (array axis order), null for 2D images; 2D: the working resolution,
+                    scale (one factor for every image) or long_side (pixels, per image), null: own pixels
     normalization   scheme: one per channel (zscore | ct | minmax | none; 2D also rgb), stats: null or per channel
     crop_to_nonzero value: true | false
     patch           size: voxels per axis
     batch           size, and the estimated memory of a training step
     network         model, features, depth, strides, kernel_sizes, max_features, dropout
     training        time_budget (seconds or "30m", null: none), max_epochs, iterations_per_epoch, monitor,
-                    foreground_fraction, augment_warmup (optional; 0 when absent)
+                    foreground_fraction, augment_warmup (optional; 0 when absent), val_max_cases (optional;
+                    null: every validation case each epoch), val_every (optional; 1)
     overrides       entries a `medseg train` flag replaced: {"patch.size": {"plan": ..., "used": ...}}
 
 :func:`load_plan` checks every key; an unknown key, a missing one or a bad value raises a
@@ -138,6 +140,27 @@ def _opt_spacing(v):
     return [float(x) for x in v]
 
 
+def _opt_scale(v):
+    if v is None:
+        return None
+    return _number(0.0, 4.0, open_lo=True)(v)
+
+
+def _opt_int(lo: int) -> Callable:
+    def check(v):
+        if v is None:
+            return None
+        try:
+            return _int(lo)(v)
+        except _Bad:
+            raise _Bad(f"null or an integer >= {lo}") from None
+    return check
+
+
+def _opt_long_side(v):
+    return None if v is None else _int(8, 65536)(v)
+
+
 def _schemes(v):
     if isinstance(v, str):
         v = [v]
@@ -183,7 +206,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable, bool]]] = {
     "device": {"kind": (_choice("cpu", "cuda"), True), "memory_budget": (_memory, True), "source": (_text, False),
                "reason": (_text, False)},
     "configuration": {"value": (_choice("2d", "3d"), True), "candidates": (_list, False), "reason": (_text, False)},
-    "spacing": {"target": (_opt_spacing, True), "reason": (_text, False)},
+    "spacing": {"target": (_opt_spacing, True), "scale": (_opt_scale, False), "long_side": (_opt_long_side, False),
+                "reason": (_text, False)},
     "normalization": {"scheme": (_schemes, True), "stats": (_opt_stats, False), "reason": (_text, False)},
     "crop_to_nonzero": {"value": (_bool, True), "reason": (_text, False)},
     "patch": {"size": (_int_list, True), "reason": (_text, False)},
@@ -194,8 +218,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable, bool]]] = {
                 "max_features": (_int(1, 8192), False), "dropout": (_number(0.0, 0.99), False), "reason": (_text, False)},
     "training": {"time_budget": (_duration, True), "max_epochs": (_int(1), True), "iterations_per_epoch": (_int(1), True),
                  "foreground_fraction": (_number(0.0, 1.0), True), "monitor": (_choice("val_dice", "val_loss"), False),
-                 "augment_warmup": (_number(0.0, 0.99), False),
-                 "reason": (_text, False)},
+                 "augment_warmup": (_number(0.0, 0.99), False), "val_max_cases": (_opt_int(1), False),
+                 "val_every": (_int(1, 1000), False), "reason": (_text, False)},
 }
 
 
@@ -299,7 +323,13 @@ def _cross_check(s: dict[str, dict[str, Any]], p: Path | None) -> None:
     if dims == 3 and (target is None or len(target) != 3):
         raise _error(p, "spacing.target", target, "three positive numbers in mm, e.g. [1.0, 1.0, 2.5]")
     if dims == 2 and target is not None:
-        raise _error(p, "spacing.target", target, "null (2D images are used on their pixel grid)")
+        raise _error(p, "spacing.target", target, "null (2D: the working resolution is spacing.scale or spacing.long_side)")
+    scale, side = s["spacing"].get("scale"), s["spacing"].get("long_side")
+    if dims == 3 and (scale is not None or side is not None):
+        raise _error(p, "spacing.scale" if scale is not None else "spacing.long_side", scale if scale is not None else side,
+                     "null (3D volumes are resampled to spacing.target)")
+    if scale is not None and side is not None:
+        raise _error(p, "spacing.scale", scale, "null when spacing.long_side is set (one of the two)")
     schemes = s["normalization"]["scheme"]
     allowed = NORMALIZATIONS_3D if dims == 3 else NORMALIZATIONS_2D
     for sch in schemes:

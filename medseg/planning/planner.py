@@ -25,6 +25,7 @@ from medseg.errors import ConfigError
 from medseg.planning.memory import device_memory, format_bytes, parse_bytes, unet_step_flops, unet_training_memory
 from medseg.planning.normalization import plan_crop, plan_normalization
 from medseg.planning.plan import Plan
+from medseg.planning.resolution import plan_resolution
 from medseg.planning.spacing import plan_target_spacing
 from medseg.planning.topology import MIN_FEATURE_SIZE, Topology, fit_topology, plan_topology, stage_features
 
@@ -41,8 +42,18 @@ RARE_CLASS_FRACTION = 1e-3
 FOREGROUND_FRACTION = 0.33
 RARE_FOREGROUND_FRACTION = 0.5
 ANISOTROPIC_CANDIDATE_RATIO = 3.0
+#: 2D: the patch side the working resolution is chosen for (the CPU reference step's patch; GPUs afford more)
+PATCH_SIDE_2D = {"cpu": 128, "cuda": 256}
 #: fraction of a time-budgeted 3D run over which the augmentation rises from none to full
 AUGMENT_WARMUP = 0.5
+#: validation may take at most this share of training time (training plus validation)
+VALIDATION_SHARE = 0.15
+#: an epoch validates at least this many cases (fewer, less often, when they cost more than the share)
+MIN_VALIDATION_CASES = 50
+#: the share of the cases a default split (60/20/20) validates on
+DEFAULT_VAL_FRACTION = 0.2
+#: sliding-window overlap of validation during training (TrainConfig.val_overlap)
+VAL_OVERLAP = 0.25
 
 
 @dataclass(frozen=True)
@@ -93,10 +104,16 @@ class _Sizing:
     flops: float
 
 
-def _median_network_shape(fp: dict[str, Any], target: list[float] | None) -> np.ndarray:
-    """Median shape of the cases after cropping and resampling to ``target``."""
+def _median_network_shape(fp: dict[str, Any], target: list[float] | None, resolution: dict | None = None) -> np.ndarray:
+    """Median shape of the cases after cropping and resampling to ``target`` (3D), or at the 2D
+    working ``resolution`` (``scale`` or ``long_side``)."""
     if target is None:
-        return np.median(np.asarray([c["shape"] for c in fp["cases"]], dtype=np.float64), axis=0)
+        shapes = np.asarray([c["shape"] for c in fp["cases"]], dtype=np.float64)
+        if resolution and resolution.get("scale"):
+            shapes = shapes * resolution["scale"]
+        elif resolution and resolution.get("long_side"):
+            shapes = shapes * (resolution["long_side"] / shapes.max(axis=1, keepdims=True))
+        return np.median(np.round(shapes), axis=0)
     shapes = np.asarray([c["cropped_shape"] for c in fp["cases"]], dtype=np.float64)
     spacings = np.asarray([c["spacing"] for c in fp["cases"]], dtype=np.float64)
     return np.median(shapes * spacings / np.asarray(target), axis=0)
@@ -162,6 +179,34 @@ def size_patch_and_batch(median_shape, spacing, dims: int, channels: int, num_cl
     return _Sizing(tuple(patch), topo, batch, mem, flops), notes
 
 
+def plan_validation(median_shape, patch, batch: int, iterations: int, num_cases: int) -> tuple[int | None, int, str]:
+    """``(val_max_cases, val_every, reason)``: validation within :data:`VALIDATION_SHARE` of the training time.
+
+    A validation case costs its sliding windows (at the validation overlap) of one forward pass each;
+    a training epoch ``iterations x batch`` patches of a forward and a backward pass (about 3 forward
+    passes). Epochs validate a fixed subset of the cases the share affords; when that is fewer than
+    :data:`MIN_VALIDATION_CASES`, they validate that many, every few epochs.
+    """
+    step = [p * (1 - VAL_OVERLAP) for p in patch]
+    windows = math.prod(1 if s <= p else math.ceil((s - p) / st) + 1 for s, p, st in zip(median_shape, patch, step))
+    train = 3.0 * iterations * batch
+    afford = VALIDATION_SHARE / (1 - VALIDATION_SHARE) * train / windows
+    expected = max(1, round(DEFAULT_VAL_FRACTION * num_cases))
+    cost = (f"a validation case costs {windows} window{'s' if windows > 1 else ''} ({windows / train:.1%} of an epoch's "
+            f"training), so {VALIDATION_SHARE:.0%} of the time affords {afford:.0f} cases per epoch")
+    if afford >= expected:
+        return None, 1, f"every epoch on all validation cases: {cost}, and a {DEFAULT_VAL_FRACTION:.0%} split holds about {expected}"
+    if afford >= MIN_VALIDATION_CASES:
+        n = int(afford)
+        return n, 1, (f"every epoch on a fixed subset of at most {n} validation cases: {cost}; the final model is chosen "
+                      "on all of them (best checkpoint or last weights)")
+    n = min(expected, MIN_VALIDATION_CASES)
+    every = max(1, math.ceil(n / afford))
+    return (n if n < expected else None), every, (
+        f"every {every} epochs on {'a fixed subset of ' if n < expected else ''}{n} validation cases: {cost}"
+        + ("; the final model is chosen on all of them" if n < expected else ""))
+
+
 # --------------------------------------------------------------------------- the plan
 
 
@@ -192,10 +237,13 @@ def make_plan(fp: dict[str, Any], *, device: str = "auto", memory_budget: str | 
         why = f"volumes at near-isotropic spacing (max/min {fp['anisotropy']:.2f})"
 
     target, spacing_reason = plan_target_spacing(fp)
+    resolution = plan_resolution(fp, PATCH_SIDE_2D[kind]) if dims == 2 else None
+    if resolution is not None:
+        spacing_reason = resolution["reason"]
     schemes, stats, norm_reason = plan_normalization(fp)
     crop, crop_reason = plan_crop(fp)
 
-    median_shape = _median_network_shape(fp, target)
+    median_shape = _median_network_shape(fp, target, resolution)
     grid = target or [1.0] * dims
     dataset_voxels = float(np.prod(median_shape)) * max(1, fp["cases_used"])
     sizing, notes = size_patch_and_batch(median_shape, grid, dims, channels, num_classes, profile, budget, dataset_voxels)
@@ -232,6 +280,9 @@ def make_plan(fp: dict[str, Any], *, device: str = "auto", memory_budget: str | 
                         f"the validation Dice; {fg_reason}")
         max_epochs = 500
 
+    val_max_cases, val_every, val_reason = plan_validation(median_shape, patch, sizing.batch, profile.iterations_per_epoch,
+                                                           fp["num_cases"])
+    train_reason += f"; validation {val_reason}"
     warmup = AUGMENT_WARMUP if time_budget and dims == 3 else 0.0
     if warmup:
         train_reason += (f"; augmentation rises from none to full over the first {warmup:.0%} of the budget: the network "
@@ -253,7 +304,8 @@ def make_plan(fp: dict[str, Any], *, device: str = "auto", memory_budget: str | 
         "device": {"kind": kind, "memory_budget": format_bytes(budget), "source": source,
                    "reason": f"planned for {kind.upper()}; memory budget {source}"},
         "configuration": {"value": f"{dims}d", "candidates": candidates, "reason": why},
-        "spacing": {"target": target, "reason": spacing_reason},
+        "spacing": {"target": target, **({k: resolution[k] for k in ("scale", "long_side")} if resolution else {}),
+                    "reason": spacing_reason},
         "normalization": {"scheme": schemes, "stats": stats, "reason": norm_reason},
         "crop_to_nonzero": {"value": crop, "reason": crop_reason},
         "patch": {"size": list(patch), "reason": patch_reason},
@@ -263,7 +315,8 @@ def make_plan(fp: dict[str, Any], *, device: str = "auto", memory_budget: str | 
                     "max_features": profile.max_features[dims], "dropout": dropout, "reason": net_reason},
         "training": {"time_budget": time_budget, "max_epochs": max_epochs,
                      "iterations_per_epoch": profile.iterations_per_epoch, "foreground_fraction": fg_fraction,
-                     "monitor": "val_dice", "augment_warmup": warmup, "reason": train_reason},
+                     "monitor": "val_dice", "augment_warmup": warmup, "val_max_cases": val_max_cases,
+                     "val_every": val_every, "reason": train_reason},
     }
     plan = Plan.new(sections)
     log.info("plan: %s, patch %s, batch %d, U-Net depth %d", plan["configuration"]["value"], _fmt(patch), sizing.batch, topo.depth)

@@ -27,6 +27,10 @@ class TrainConfig:
         patience: epochs without improvement of ``monitor`` before early stopping (0 = off).
         monitor: ``val_loss`` (lower is better) or ``val_dice`` (higher is better).
         val_overlap: sliding-window overlap during validation.
+        val_max_cases: validate each epoch on a fixed, evenly spaced subset of at most this many
+            validation cases (``None``: all); the whole split still chooses the final model (the best
+            checkpoint or the weights at the end), and time for that is kept from the budget.
+        val_every: validate every this many epochs (and when training stops).
         foreground_fraction: share of patches centred on foreground.
         augment: whether to augment (see :class:`medseg.data.augment.AugmentConfig`).
         augment_warmup: fraction of training (progress, as the LR schedule's) over which the
@@ -68,6 +72,8 @@ class TrainConfig:
     patience: int = 30
     monitor: str = "val_loss"
     val_overlap: float = 0.25
+    val_max_cases: int | None = None
+    val_every: int = 1
     foreground_fraction: float = 0.33
     augment: bool = True
     augment_warmup: float = 0.0
@@ -99,6 +105,9 @@ class TrainConfig:
             raise ConfigError(f"EMA decay must be in [0, 1), got {self.ema_decay}", hint="e.g. 0.995; 0 switches it off")
         if not 0.0 <= self.augment_warmup < 1.0:
             raise ConfigError(f"augmentation warm-up must be a fraction of training in [0, 1), got {self.augment_warmup}")
+        if self.val_max_cases is not None and self.val_max_cases < 1 or self.val_every < 1:
+            raise ConfigError(f"validation needs at least one case every epoch or more (val_max_cases {self.val_max_cases}, "
+                              f"val_every {self.val_every})")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}")
         from medseg.data.augment import AugmentConfig

@@ -43,22 +43,21 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medseg.data.augment import AugmentConfig, BatchAugment
 from medseg.data.loader import BatchLoader
 from medseg.data.sampling import PatchSampler
 from medseg.errors import ConfigError
-from medseg.evaluation.overlap import OverlapMetric, mean_foreground, scores_from_confusion
-from medseg.inference.sliding_window import predict_probabilities
+from medseg.evaluation.overlap import OverlapMetric, mean_foreground
 from medseg.io.atomic import write_json
-from medseg.io.weights import save_model
+from medseg.io.weights import load_tensors, save_model, WEIGHTS_FILE
 from medseg.training import distributed
 from medseg.training.checkpoint import capture_rng, load_state, restore_rng, save_state, unwrap
 from medseg.training.config import TrainConfig
 from medseg.training.history import read_history, write_history
-from medseg.training.losses import DiceCELoss, soft_dice_loss
 from medseg.training.ema import WeightEMA
+from medseg.training.losses import DiceCELoss
+from medseg.training.validation import Validator
 from medseg.training.schedule import augment_strength, lr_factor
 
 log = logging.getLogger(__name__)
@@ -195,13 +194,8 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
 
 
-def validation_loss(probs: torch.Tensor, target: torch.Tensor) -> float:
-    """Dice+CE of class probabilities ``(K, *S)`` against ``target`` ``(*S)``."""
-    log_probs = torch.log(probs.clamp_min(1e-8))[None]
-    ce = F.nll_loss(log_probs, target[None].long())
-    # soft_dice_loss takes logits; log-probabilities give back the same softmax
-    dice = soft_dice_loss(log_probs, target[None])
-    return float(ce + dice)
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def state_hash(model: torch.nn.Module) -> str:
@@ -267,6 +261,8 @@ class Trainer:
         self.aug_gen = torch.Generator().manual_seed(stream_seed)
         self.amp_dtype = amp_dtype_for(self.device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.validator = Validator(val_cases, config.patch_size, config.val_overlap, num_classes,
+                                   lambda: autocast_for(self.device, self.amp_dtype), config.val_max_cases, config.val_every)
         _log_once(logging.INFO, "mixed precision on %s: %s", self.device.type,
                   str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off (float32)")
         self._debug: dict[str, Any] | None = {"rank": self.dist.rank, "batches": []} if os.environ.get(DEBUG_ENV) else None
@@ -321,10 +317,16 @@ class Trainer:
     def _clock(self, epoch: int, iteration: int, elapsed: float, last_val_time: float) -> tuple[float, bool, bool]:
         """(progress, out of time, checkpoint due) — rank 0's values on every rank."""
         budget = self.cfg.time_budget
-        out_of_time = bool(budget and elapsed + last_val_time >= budget)
+        out_of_time = bool(budget and elapsed + last_val_time + self._final_reserve(last_val_time) >= budget)
         values = [self._progress(epoch, iteration, elapsed), float(out_of_time), float(self._checkpoint_due())]
         progress, stop, due = distributed.broadcast_floats(values, self.device)
         return progress, bool(stop), bool(due)
+
+    def _final_reserve(self, last_val_time: float) -> float:
+        """Seconds kept from the budget for the final choice on the whole validation split (two passes),
+        estimated from the last validation on the epoch subset."""
+        v = self.validator
+        return 2 * last_val_time * len(v.cases) / len(v.epoch_cases) if v.subset else 0.0
 
     def _better(self, score: float, best: float) -> bool:
         if math.isnan(score):
@@ -403,29 +405,10 @@ class Trainer:
             metric.update(main.detach().max(1).indices, y)  # (argmax over dim 1 is ~10x slower on CPU)
         return float(loss.detach())
 
-    def validate(self) -> dict[str, Any]:
-        """Mean loss and pooled per-class Dice/accuracy over the validation cases."""
-        if not self.val_cases:
-            return {}
-        metric = OverlapMetric(self.num_classes)
-        losses, dices = [], []
-        for image, label in self.val_cases:
-            with autocast_for(self.device, self.amp_dtype):
-                probs = predict_probabilities(
-                    self.eval_model, torch.from_numpy(np.array(image, dtype=np.float32)), self.cfg.patch_size,
-                    overlap=self.cfg.val_overlap, batch_size=8,
-                ).float().cpu()
-            target = torch.from_numpy(np.asarray(label, dtype=np.int64))
-            losses.append(validation_loss(probs, target))
-            pred = probs.max(0).indices
-            cm = metric.update(pred, target)
-            dices.append(mean_foreground(scores_from_confusion(cm)["dice"]))
-        agg = metric.aggregate()
-        row = {"val_loss": float(np.mean(losses)), "val_accuracy": agg["accuracy"],
-               "val_dice": float(np.nanmean(dices)) if not all(map(math.isnan, dices)) else float("nan")}
-        for k in range(1, self.num_classes):
-            row[f"val_dice_{k}"] = float(agg["dice"][k])
-        return row
+    def validate(self, whole: bool = False) -> dict[str, Any]:
+        """Mean loss, mean Dice and pooled per-class Dice/accuracy of :attr:`eval_model` on the epoch's
+        validation cases (``whole``: every validation case); see :class:`~medseg.training.validation.Validator`."""
+        return self.validator.run(self.eval_model, whole=whole)
 
     # ---- loop -------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
@@ -480,10 +463,23 @@ class Trainer:
                 self._save_state(st)
         st.finished, st.stopped_by, st.elapsed = True, stopped_by, time.perf_counter() - t0
         self._save_state(st)
+        if main and self.validator.subset and st.best_epoch >= 0:
+            self._choose_final_model()
         self._write_debug()
         self.loader.close()
         log.info("training stopped (%s) after %d epochs, %.0f s; best epoch %d", stopped_by, st.epoch + 1, st.elapsed, st.best_epoch)
         return TrainResult(st.epoch + 1, st.best_epoch, st.best, stopped_by, st.elapsed, history)
+
+    def _choose_final_model(self) -> None:
+        """The final choice on every validation case: the best checkpoint by the epoch subset, or the
+        weights at the end; the better becomes ``model.safetensors`` (reported in ``validation.json``)."""
+        best_state = load_tensors(self.run_dir / WEIGHTS_FILE)
+        choice = self.validator.final_choice(self.eval_model, best_state, self._better, self.cfg.monitor)
+        if choice["kept"] == "final":
+            save_model(self.run_dir, self.eval_model)
+        write_json(self.run_dir / "validation.json", choice)
+        log.info("final model chosen on all %d validation cases: %s (%s %s at the end, %s for the best by the subset)",
+                 choice["cases"], choice["kept"], choice["monitor"], _fmt(choice["final"]), _fmt(choice.get("best")))
 
     def _end_epoch(self, epoch: int, st: LoopState, metric: OverlapMetric, out_of_time: bool, t0: float,
                    history: list[dict], history_path: Path) -> tuple[str, bool]:
@@ -493,9 +489,13 @@ class Trainer:
         stopped_by, save = "", False
         if self.dist.is_main:
             train = metric.aggregate()
+            time_up = out_of_time or bool(cfg.time_budget and time.perf_counter() - t0 >= cfg.time_budget)
+            has_val = bool(self.validator.cases)
+            validating = has_val and (self.validator.due(epoch) or time_up or epoch + 1 >= cfg.max_epochs)
             tv = time.perf_counter()
-            val = self.validate()
-            st.last_val_time = time.perf_counter() - tv
+            val = self.validate() if validating else {}
+            if validating:
+                st.last_val_time = time.perf_counter() - tv
             row: dict[str, Any] = {
                 "epoch": epoch,
                 "time": round(time.perf_counter() - t0, 2),
@@ -504,21 +504,22 @@ class Trainer:
                 "train_accuracy": train["accuracy"],
                 "train_dice": mean_foreground(train["dice"]),
                 **val,
+                **({"val_seconds": round(st.last_val_time, 3)} if validating else {}),
             }
-            # without validation cases, keep the latest model
-            score = row.get(cfg.monitor, float("nan")) if val else float(epoch)
-            improved = self._better(score, st.best) if val else True
+            # without validation cases, keep the latest model; epochs that do not validate change nothing
+            score = row.get(cfg.monitor, float("nan")) if has_val else float(epoch)
+            improved = (self._better(score, st.best) if validating else False) if has_val else True
             if improved:
                 st.best, st.best_epoch, st.bad_epochs = score, epoch, 0
                 save_model(self.run_dir, self.eval_model)
-            else:
-                st.bad_epochs += 1
+            elif validating:
+                st.bad_epochs += self.validator.every
             row["best"] = int(improved)
             history.append(row)
             write_history(history_path, history)
             if self.callbacks:
                 self.callbacks.on_epoch_end(row)
-            if out_of_time or (cfg.time_budget and time.perf_counter() - t0 >= cfg.time_budget):
+            if time_up or (cfg.time_budget and time.perf_counter() - t0 >= cfg.time_budget):
                 stopped_by = "time_budget"
             elif (cfg.patience and val and st.bad_epochs >= cfg.patience
                   and self._progress(epoch + 1, 0, time.perf_counter() - t0) >= cfg.augment_warmup):

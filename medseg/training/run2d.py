@@ -18,7 +18,7 @@ from medseg.data.dataset2d import DataOptions2D, Dataset2D, load_sample, prepare
 from medseg.data.labels import LabelScheme
 from medseg.data.preprocess2d import Preprocess2D
 from medseg.data.sampling import PatchSampler
-from medseg.data.split import split_cases
+from medseg.data.split import complete_split, read_split_file, split_cases
 from medseg.errors import ConfigError, DataError
 from medseg.io.atomic import write_json
 from medseg.models import create_model
@@ -46,6 +46,7 @@ class TrainSetup2D:
     preprocess: Preprocess2D | None = None   # channels filled in from the data
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     split_seed: int = 0
+    split_file: str | None = None  #: train/val/test lists of case names; without "val", it is drawn from "train"
     model: str = "unet"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -61,9 +62,13 @@ def auto_patch_size(sizes: list[tuple[int, int]], divisor: int = 16, cap: int = 
     return (min(up(h), cap), min(up(w), cap))
 
 
-def _split(ds: Dataset2D, fractions, seed: int) -> dict[str, list[str]]:
+def _split(ds: Dataset2D, fractions, seed: int, split_file: str | None = None) -> dict[str, list[str]]:
     keys = [c.key for c in ds.cases]
     groups = [c.group for c in ds.cases]
+    if split_file:
+        aliases = {name: c.key for c in ds.cases for name in (c.image.stem, c.image.name)}
+        split = read_split_file(split_file, keys, aliases)
+        return complete_split(split, dict(zip(keys, groups)), fractions, seed)
     return split_cases(keys, groups, fractions=fractions, seed=seed)
 
 
@@ -80,7 +85,7 @@ def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bo
         raise DataError("the masks hold a single class; segmentation needs at least background and one class", path=setup.data)
     pre = setup.preprocess or Preprocess2D()
     pre.channels = ds.channels
-    split = _split(ds, setup.split, setup.split_seed)
+    split = _split(ds, setup.split, setup.split_seed, setup.split_file)
     by_key = {c.key: c for c in ds.cases}
     if not split["train"]:
         raise ConfigError("the split leaves no training images", hint="use a larger train fraction in --split")
@@ -114,7 +119,8 @@ def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bo
             "display_colors": [list(c) for c in ds.display_colors],
             "model": {"name": setup.model, **model_kwargs},
             "train": cfg.to_json(),
-            "split": {"fractions": list(setup.split), "seed": setup.split_seed},
+            "split": {"fractions": list(setup.split), "seed": setup.split_seed,
+                      "file": str(Path(setup.split_file).resolve()) if setup.split_file else None},
             "counts": {k: len(v) for k, v in split.items()},
         })
     log.info("training on %d images, validating on %d, %d held out for testing; patch %s, %d classes",
@@ -147,6 +153,7 @@ def setup_from_run(run_dir: str | Path) -> TrainSetup2D:
     return TrainSetup2D(
         data=info["data"], out=str(run_dir), data_options=DataOptions2D(**info["data_options"]),
         preprocess=Preprocess2D.from_json(info["preprocess"]), split=tuple(split["fractions"]), split_seed=split["seed"],
+        split_file=str(run_dir / "split.json") if split.get("file") else None,
         model=info["model"]["name"], model_kwargs={k: v for k, v in info["model"].items() if k != "name"},
         train=TrainConfig.from_json(info["train"]), auto_patch=False,
     )

@@ -33,12 +33,11 @@ from medseg.data.dataset3d import (
     label_scheme,
     median_spacing,
     preprocess_cases,
-    read_split_file,
 )
 from medseg.data.layouts import VolumeCase, discover_volume_cases
 from medseg.data.preprocess3d import Preprocess3D
 from medseg.data.sampling import PatchSampler
-from medseg.data.split import split_cases
+from medseg.data.split import complete_split, read_split_file, split_cases
 from medseg.errors import ConfigError
 from medseg.io.atomic import write_json
 from medseg.models import create_model
@@ -139,7 +138,7 @@ def model_kwargs_3d(model: str, on_gpu: bool, patch: Sequence[int], spacing: Seq
 def _split(setup: TrainSetup3D, cases: list[VolumeCase]) -> dict[str, list[str]]:
     keys = [c.key for c in cases]
     if setup.split_file:
-        return read_split_file(setup.split_file, keys)
+        return complete_split(read_split_file(setup.split_file, keys), {}, setup.split, setup.split_seed)
     return split_cases(keys, [None] * len(keys), fractions=setup.split, seed=setup.split_seed)
 
 

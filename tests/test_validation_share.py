@@ -1,0 +1,95 @@
+"""Validation within a share of the budget: a fixed subset each epoch, every few epochs, the final
+choice on the whole split, and the plan that decides it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medseg.data.sampling import PatchSampler
+from medseg.models import create_model
+from medseg.planning.planner import MIN_VALIDATION_CASES, VALIDATION_SHARE, plan_validation
+from medseg.training.config import TrainConfig
+from medseg.training.engine import Trainer
+from medseg.training.history import read_history
+from medseg.training.validation import Validator, evenly_spaced
+from test_engine import discs
+
+
+def _trainer(run_dir, n_val: int, **cfg) -> Trainer:
+    images, labels = discs(4, seed=0)
+    val_images, val_labels = discs(n_val, seed=1)
+    torch.manual_seed(0)
+    model = create_model("unet", 2, 1, 2, features=4, depth=2)
+    config = TrainConfig(**{"patch_size": (16, 16), "batch_size": 2, "iterations_per_epoch": 3, "max_epochs": 4,
+                            "patience": 0, "device": "cpu", "threads": 1, "seed": 3, "monitor": "val_dice", **cfg})
+    sampler = PatchSampler(images, labels, config.patch_size, 2, seed=config.seed)
+    return Trainer(model, sampler, list(zip(val_images, val_labels)), config, run_dir, 2)
+
+
+def test_evenly_spaced_subset():
+    assert evenly_spaced(10, 4) == [0, 3, 6, 9]
+    assert evenly_spaced(3, 5) == [0, 1, 2] and evenly_spaced(3, None) == [0, 1, 2]
+
+
+def test_epochs_validate_a_fixed_subset_and_the_whole_split_chooses(tmp_path):
+    trainer = _trainer(tmp_path, n_val=9, val_max_cases=3)
+    seen = []
+    real_run = Validator.run
+
+    def spy(self, model, whole=False):
+        seen.append(len(self.cases if whole else self.epoch_cases))
+        return real_run(self, model, whole)
+
+    Validator.run = spy
+    try:
+        trainer.fit()
+    finally:
+        Validator.run = real_run
+    assert seen[:4] == [3, 3, 3, 3]          # each epoch: the subset
+    assert seen[4:] == [9, 9]               # the end: the last weights and the best checkpoint, on all 9
+    choice = json.loads((tmp_path / "validation.json").read_text())
+    assert choice["cases"] == 9 and choice["subset"] == 3 and choice["kept"] in ("best", "final")
+    assert choice["monitor"] == "val_dice" and choice["final"] is not None and choice["best"] is not None
+    # the kept model is the one that scores best on the whole split
+    kept = choice["final"] if choice["kept"] == "final" else choice["best"]
+    assert kept == max(choice["final"], choice["best"])
+    from medseg.io.weights import load_model
+
+    again = Validator(trainer.validator.cases, (16, 16), 0.25, 2, trainer.validator.autocast).run(load_model(tmp_path), whole=True)
+    assert again["val_dice"] == pytest.approx(kept, abs=1e-6)
+
+
+def test_without_a_subset_there_is_no_final_pass(tmp_path):
+    _trainer(tmp_path, n_val=2).fit()
+    assert not (tmp_path / "validation.json").exists()
+
+
+def test_validating_every_few_epochs_and_at_the_end(tmp_path):
+    _trainer(tmp_path, n_val=2, val_every=3, max_epochs=5).fit()
+    rows = read_history(tmp_path / "history.csv")
+    validated = [r["epoch"] for r in rows if r.get("val_dice") is not None]
+    assert validated == [2, 4]  # the third epoch, then the last one
+
+
+def test_the_plan_keeps_validation_within_its_share():
+    # small images, few cases: everything every epoch
+    n, every, why = plan_validation([64, 64], [64, 64], 8, 50, 100)
+    assert (n, every) == (None, 1) and "all validation cases" in why
+    # many cheap cases: a fixed subset
+    n, every, why = plan_validation([160, 160], [128, 128], 8, 50, 5000)
+    assert every == 1 and MIN_VALIDATION_CASES <= n < 1000 and "fixed subset" in why
+    windows = 4
+    assert n * windows <= VALIDATION_SHARE / (1 - VALIDATION_SHARE) * 3 * 50 * 8 + windows
+    # expensive cases: fewer validations
+    n, every, why = plan_validation([2000, 2000], [128, 128], 8, 50, 400)
+    assert every > 1 and f"every {every} epochs" in why
+
+
+def test_config_rejects_an_empty_subset():
+    with pytest.raises(ValueError):
+        TrainConfig(val_max_cases=0)
+    with pytest.raises(ValueError):
+        TrainConfig(val_every=0)
