@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 DEMO   ?= demo_out
 
-.PHONY: venv browser demo test bench-drive bench-hippocampus bench-compare bench-nnunet clean
+.PHONY: venv browser demo test bench-drive bench-hippocampus bench-compare bench-nnunet bench-zoo clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,11 @@ bench-hippocampus: venv
 # the six models on DRIVE, 15 minutes each, two side by side on one thread each (about 50 minutes on 2 cores)
 bench-compare: venv
 	$(BIN)/python benchmarks/drive_compare.py --budget 15m
+
+# the dataset zoo: no flags but a budget on every dataset (about 2 h on 2 cores); appends its table to BENCHMARKS.md
+ZOO_DATASETS ?= drive,hippocampus,hippocampus_slices,kvasir_seg,monuseg,synthetic_patient_folders,synthetic_rater_tagged,synthetic_speckle_blobs
+bench-zoo: venv
+	$(BIN)/python -m benchmarks.zoo --datasets $(ZOO_DATASETS) --append
 
 # medseg vs nnU-Net (issue 7): nnU-Net in its own venv (benchmarks/.nnunet-venv), same cases, split and machine;
 # on 2 CPU cores about 70 min for Hippocampus (nnU-Net's one epoch 32 min) and well over 2 h for DRIVE. Appends to BENCHMARKS.md.

@@ -8,12 +8,15 @@ that its image and masks agree in size, and preprocesses both.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from medseg.data.cache import fingerprint
 from medseg.data.discovery import Case2D, Discovery, discover
 from medseg.data.labels import LabelScheme, detect_scheme, load_labels_json, parse_label_colors, read_mask
 from medseg.data.preprocess2d import Preprocess2D
@@ -117,15 +120,25 @@ def probe_channels(paths: list[Path]) -> int:
     return 1
 
 
+#: the label scheme and channels of the last dataset prepared, by a hash of its files and options
+_SCHEMES: dict[str, tuple[dict, list, int]] = {}
+
+
 def prepare_dataset(root: str | Path, opts: DataOptions2D, require_masks: bool = True) -> Dataset2D:
     root = Path(root)
     found = discover(
         root, images=opts.images, masks=opts.masks, fov=opts.fov, pair_pattern=opts.pair_pattern,
         group_pattern=opts.group_pattern, groups_csv=opts.groups_csv, require_masks=require_masks,
     )
-    scheme, colors = resolve_scheme(root, found.cases, opts.label_colors, opts.num_classes)
-    channels = probe_channels([c.image for c in found.cases])
-    return Dataset2D(root, found.cases, scheme, channels, colors, found)
+    declared = [p for p in (root / "labels.json", Path(opts.label_colors or "")) if opts.label_colors != "" and p.is_file()]
+    files = [p for c in found.cases for p in (c.image, *c.masks)] + declared
+    key = fingerprint(files, {"options": opts.to_json(), "what": "label scheme and channels"})
+    if key not in _SCHEMES:  # planning and training read the same folder in one process: decode the masks once
+        _SCHEMES.clear()
+        scheme, colors = resolve_scheme(root, found.cases, opts.label_colors, opts.num_classes)
+        _SCHEMES[key] = (scheme.to_json(), colors, probe_channels([c.image for c in found.cases]))
+    raw, colors, channels = _SCHEMES[key]
+    return Dataset2D(root, found.cases, LabelScheme.from_json(raw), channels, list(colors), found)
 
 
 def read_fov(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -152,6 +165,17 @@ def load_sample(case: Case2D, pre: Preprocess2D, scheme: LabelScheme | None, wit
         label = pre.mask(raw)
     fov = read_fov(case.fov, size) if case.fov is not None else None
     return Sample2D(case.key, pre.image(img.array), label, size, fov, raw if with_raw else None)
+
+
+def load_samples(cases: list[Case2D], pre: Preprocess2D, scheme: LabelScheme | None, with_raw: bool = False,
+                 workers: int | None = None) -> list[Sample2D]:
+    """:func:`load_sample` for each case, in order, on a few threads (decoding and resampling release
+    the GIL); the first unreadable case raises its :class:`DataError`."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers <= 1 or len(cases) < 8:
+        return [load_sample(c, pre, scheme, with_raw) for c in cases]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda c: load_sample(c, pre, scheme, with_raw), cases))
 
 
 def save_labels_json(path: Path, scheme: LabelScheme, colors: list) -> None:

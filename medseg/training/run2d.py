@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from medseg.data.dataset2d import DataOptions2D, Dataset2D, load_sample, prepare_dataset, save_labels_json
+from medseg.data.dataset2d import DataOptions2D, Dataset2D, load_samples, prepare_dataset, save_labels_json
 from medseg.data.labels import LabelScheme
 from medseg.data.preprocess2d import Preprocess2D
 from medseg.data.sampling import PatchSampler
@@ -73,7 +73,7 @@ def _split(ds: Dataset2D, fractions, seed: int, split_file: str | None = None) -
 
 
 def _load(cases, pre: Preprocess2D, scheme: LabelScheme) -> list:
-    return [load_sample(c, pre, scheme) for c in cases]
+    return load_samples(cases, pre, scheme)
 
 
 def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bool = False) -> TrainResult:
