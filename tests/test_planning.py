@@ -299,3 +299,17 @@ def test_human_units_are_accepted_in_edits(plan_json, tmp_path):
 
     plan = load_plan(_edited(plan_json, tmp_path, edit))
     assert plan["training"]["time_budget"] == 5400 and plan["device"]["memory_budget"] == "6.0 GiB"
+
+
+def test_small_2d_patches_grow_the_cpu_batch_up_to_the_reference_step():
+    from medseg.planning.planner import PROFILES, size_patch_and_batch
+
+    cpu = PROFILES["cpu"]
+    small, notes = size_patch_and_batch([48, 40], [1.0, 1.0], 2, 1, 3, cpu, 8 * 2**30, dataset_voxels=4000 * 48 * 40)
+    assert small.patch == (48, 40) and 8 < small.batch <= 64
+    assert any("batch grown" in n for n in notes)
+    ref, _ = size_patch_and_batch([128, 128], [1.0, 1.0], 2, 1, 3, cpu, 8 * 2**30, dataset_voxels=4000 * 128 * 128)
+    assert ref.batch == 8 and small.flops <= ref.flops * 1.02
+    # a tiny dataset caps the batch at a share of it
+    few, _ = size_patch_and_batch([48, 40], [1.0, 1.0], 2, 1, 3, cpu, 8 * 2**30, dataset_voxels=20 * 48 * 40)
+    assert few.batch == 8

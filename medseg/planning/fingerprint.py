@@ -25,7 +25,10 @@ process pool, and returns a JSON-serialisable dict:
 - ``problems``: ``{"case", "kind", "detail"}`` for unreadable cases, image/mask size
   (2D) or grid (3D) mismatches, empty labels, constant images, spacing and size outliers, classes in no label and
   intensity scales that differ between cases (``case`` is ``null`` for dataset-wide ones);
-- ``cases``: per case ``key``, ``shape``, ``cropped_shape``, ``spacing``;
+- ``cases``: per case ``key``, ``shape``, ``cropped_shape``, ``spacing``, ``object_extent`` (per axis, the
+  median bounding box of the case's objects: components of any class of at least :data:`MIN_OBJECT_VOXELS`
+  voxels and 1 % of the largest) and, for 2D cases measured, ``fidelity`` (see :mod:`medseg.planning.resolution`);
+- ``resolution`` (2D): the labels' fidelity on coarser grids and the objects' extents, summarised;
 - ``data_hash``: a hash of the input files' paths, sizes and modification times.
 """
 
@@ -57,6 +60,8 @@ FINGERPRINT_VERSION = 1
 SAMPLES_PER_CASE = 10000
 #: component sizes kept per case and class (a random subset beyond)
 MAX_COMPONENTS_PER_CASE = 2000
+#: a component smaller than this is a speck, not an object (see :func:`_components`)
+MIN_OBJECT_VOXELS = 16
 #: a class whose largest connected component is typically smaller than this (in voxels) is "tiny"
 TINY_COMPONENT_VOXELS = 64
 #: a case whose spacing differs from the median by more than this factor on an axis is an outlier
@@ -81,24 +86,32 @@ def _rng(key: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
 
 
-def _components(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, list[int], list[int]]:
-    """``(count, sizes in voxels, extent of the largest)`` of the connected components of a boolean mask
-    (full connectivity: diagonal neighbours connect, so thin oblique structures such as vessels stay one
-    component); the extent is the largest component's bounding box, voxels per axis.
-    Beyond :data:`MAX_COMPONENTS_PER_CASE`, the largest and a random sample of the others are kept."""
+def _components(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, list[int], list[int], list[list[int]]]:
+    """``(count, sizes in voxels, extent of the largest, extents of the objects)`` of the connected components
+    of a boolean mask (full connectivity: diagonal neighbours connect, so thin oblique structures such as
+    vessels stay one component). Extents are bounding boxes, voxels per axis; *objects* are the components
+    of at least :data:`MIN_OBJECT_VOXELS` voxels and 1 % of the largest, so specks left by lossy masks do not
+    count as objects (at most :data:`MAX_COMPONENTS_PER_CASE` of them). Beyond that many components, the
+    largest and a random sample of the others are kept."""
     box = bbox_of(mask)
     sub = mask[tuple(slice(a, b) for a, b in box)]
     labelled, n = ndimage.label(sub, structure=ndimage.generate_binary_structure(sub.ndim, sub.ndim))
     if n == 0:
-        return 0, [], []
+        return 0, [], [], []
     sizes = np.bincount(labelled.ravel())[1:]
     top = int(np.argmax(sizes))
-    extent = [sl.stop - sl.start for sl in ndimage.find_objects(labelled, max_label=top + 1)[top]]
+    boxes = ndimage.find_objects(labelled)
     del labelled
+    extent = [sl.stop - sl.start for sl in boxes[top]]
+    floor = max(MIN_OBJECT_VOXELS, 0.01 * sizes[top])
+    objects = [i for i in np.flatnonzero(sizes >= floor).tolist()]
+    if len(objects) > MAX_COMPONENTS_PER_CASE:
+        objects = rng.choice(objects, MAX_COMPONENTS_PER_CASE, replace=False).tolist()
+    extents = [[sl.stop - sl.start for sl in boxes[i]] for i in objects]
     if sizes.size > MAX_COMPONENTS_PER_CASE:
         rest = np.delete(sizes, top)
         sizes = np.concatenate([[sizes[top]], rng.choice(rest, MAX_COMPONENTS_PER_CASE - 1, replace=False)])
-    return int(n), [int(s) for s in sizes], [int(e) for e in extent]
+    return int(n), [int(s) for s in sizes], [int(e) for e in extent], extents
 
 
 def describe_case(key: str, image: np.ndarray, label: np.ndarray, spacing: Sequence[float],
@@ -124,11 +137,13 @@ def describe_case(key: str, image: np.ndarray, label: np.ndarray, spacing: Seque
         samples.append(vals.astype(np.float32))
         fg_mean.append(float(vals.mean()) if vals.size else None)
     classes = {}
+    objects: list[list[int]] = []  # extents of every class's objects
     for v in values:
         mask = label == v
         n = int(np.count_nonzero(mask))
-        count, sizes, extent = _components(mask, rng) if n else (0, [], [])
+        count, sizes, extent, extents = _components(mask, rng) if n else (0, [], [], [])
         classes[str(v)] = {"voxels": n, "count": count, "components": sizes, "largest_extent": extent}
+        objects += extents
         del mask
     lo = [float(image[c].min()) for c in range(image.shape[0])]
     hi = [float(image[c].max()) for c in range(image.shape[0])]
@@ -137,6 +152,7 @@ def describe_case(key: str, image: np.ndarray, label: np.ndarray, spacing: Seque
         "channels": int(image.shape[0]), "dtype": str(image.dtype), "voxels": int(label.size),
         "foreground_voxels": int(fg.sum()), "classes": classes, "samples": samples, "fg_mean": fg_mean,
         "min": lo, "max": hi, "constant": [a == b for a, b in zip(lo, hi)],
+        "object_extent": [float(x) for x in np.median(np.asarray(objects), axis=0)] if objects else None,
     }
 
 
@@ -389,18 +405,11 @@ def aggregate(records: list[dict], info: dict, num_cases: int) -> dict[str, Any]
         "classes": classes,
         "problems": problems,
         "cases": [{"key": r["key"], "shape": r["shape"], "cropped_shape": r["cropped_shape"], "spacing": r["spacing"],
-                   "object_extent": _object_extent(r), **({"fidelity": r["fidelity"]} if r.get("fidelity") else {})}
+                   "object_extent": r.get("object_extent"), **({"fidelity": r["fidelity"]} if r.get("fidelity") else {})}
                   for r in ok],
         **({"resolution": _resolution_summary(ok)} if info["dims"] == 2 else {}),
         **{k: info[k] for k in ("discovery", "label_scheme") if info.get(k)},
     }
-
-
-def _object_extent(record: dict) -> list[int] | None:
-    """The bounding box (voxels per axis) of the case's largest foreground component, of any class."""
-    best = max(((max(c["components"]), c["largest_extent"]) for c in record["classes"].values() if c["components"]),
-               default=None, key=lambda t: t[0])
-    return best[1] if best else None
 
 
 def _resolution_summary(records: list[dict]) -> dict[str, Any]:
@@ -409,7 +418,7 @@ def _resolution_summary(records: list[dict]) -> dict[str, Any]:
     as a share of their image's size (see :mod:`medseg.planning.resolution`)."""
     curves = np.asarray([[np.nan if f is None else f for f in r["fidelity"]] for r in records if r.get("fidelity")],
                         dtype=np.float64)
-    extents = [(_object_extent(r), r["shape"]) for r in records]
+    extents = [(r.get("object_extent"), r["shape"]) for r in records]
     extents = [(e, sh) for e, sh in extents if e]
     out: dict[str, Any] = {"scales": [round(x, 4) for x in SCALES], "cases_measured": int(len(curves))}
     if len(curves) and not np.all(np.isnan(curves)):

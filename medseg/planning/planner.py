@@ -3,7 +3,8 @@
 Order of decisions: configuration (2D/3D) → target spacing → normalisation and cropping →
 patch, network and batch together (the patch starts at the median preprocessed shape and
 shrinks, largest physical axis first, until a training step fits the memory budget and,
-on a CPU, the work of the hand-set reference step) → training length.
+on a CPU, the work of the hand-set reference step; small 2D patches then grow the batch up to that
+work) → training length.
 
 Device profiles (:data:`PROFILES`) hold the few numbers that differ between a CPU and a
 GPU: U-Net width, maximum depth, preferred batch size and, on a CPU, the reference step
@@ -70,7 +71,7 @@ class DeviceProfile:
 
 
 PROFILES = {
-    "cpu": DeviceProfile("cpu", 16, {2: 4, 3: 4}, {2: 512, 3: 320}, {2: 8, 3: 2}, {2: 8, 3: 2},
+    "cpu": DeviceProfile("cpu", 16, {2: 4, 3: 4}, {2: 512, 3: 320}, {2: 8, 3: 2}, {2: 64, 3: 2},
                          {2: (8, (128, 128), 4), 3: (2, (64, 64, 64), 3)}, 50, 4.0),
     "cuda": DeviceProfile("cuda", 32, {2: 7, 3: 5}, {2: 512, 3: 320}, {2: 2, 3: 2}, {2: 64, 3: 32}, None, 250, 3.0),
 }
@@ -166,13 +167,17 @@ def size_patch_and_batch(median_shape, spacing, dims: int, channels: int, num_cl
                 continue
             patch, topo, shrunk = new_patch, new_topo, True
         mem, flops = measure(patch, topo, batch)
-    if profile.kind == "cuda":
-        cap = min(profile.max_batch[dims], max(profile.batch[dims], int(DATASET_SHARE_PER_BATCH * dataset_voxels / math.prod(patch))))
-        while batch < cap:
-            m2, f2 = measure(patch, topo, batch + 1)
-            if m2 > budget:
-                break
-            batch, mem, flops = batch + 1, m2, f2
+    # grow the batch while memory allows (GPU) or, on a CPU, while the step stays within the reference's work
+    # (small images: a step of 8 would leave most of it unused); at most a share of the dataset per step
+    cap = min(profile.max_batch[dims], max(profile.batch[dims], int(DATASET_SHARE_PER_BATCH * dataset_voxels / math.prod(patch))))
+    grown = batch
+    while batch < cap:
+        m2, f2 = measure(patch, topo, batch + 1)
+        if m2 > budget or f2 > max_flops:
+            break
+        batch, mem, flops = batch + 1, m2, f2
+    if profile.kind == "cpu" and batch > grown:
+        notes.append(f"batch grown to {batch}: small patches, so more of them fit the CPU step reference")
     if shrunk:
         notes.insert(0, "shrunk, largest physical axis first, to fit "
                      + ("the CPU step reference and " if profile.reference_step else "") + "the memory budget")

@@ -60,7 +60,7 @@ def fidelity_at(curve: Sequence[float | None], factor: float, scales: Sequence[f
 # --------------------------------------------------------------------------- the plan's decision
 
 #: a grid is fine enough when 90 % of the cases keep at least this Dice after a round trip to it
-FIDELITY = 0.95
+FIDELITY = 0.98
 #: a patch side should hold the median object's extent this many times (the object with context)
 CONTEXT = 2.0
 #: image sizes that vary more than this (p90/p10 of the long side) may be fitted per image
@@ -102,16 +102,17 @@ def plan_resolution(fp: dict, patch_side: int) -> dict:
     survive = (f"the labels keep Dice >= {FIDELITY} on 90% of the cases down to a scale of {coarsest:.3g} "
                f"(round trip, measured on {res.get('cases_measured', 0)} cases)")
     if fit >= 1.0:
-        scale, why = 1.0, (f"the median object ({obj:.0f} px) fits a {patch_side} px patch {CONTEXT:g} times at the images' "
-                           f"own resolution; {survive}")
+        scale, why = 1.0, (f"the images' own pixels: the median object ({obj:.0f} px), with context ({CONTEXT:g}x), fits a "
+                           f"{patch_side} px patch; {survive}")
     elif fit >= coarsest:
         scale, why = fit, (f"scale {fit:.3g}: the median object ({obj:.0f} px) with context ({CONTEXT:g}x) fills a {patch_side} px "
                            f"patch; {survive}, so the coarser grid keeps the labels")
+    elif coarsest == 1.0:
+        scale, why = 1.0, (f"thin or small structures keep full resolution: {survive}, so no coarser grid is used although "
+                           f"the median object ({obj:.0f} px) with context is larger than a {patch_side} px patch")
     else:
         scale, why = coarsest, (f"scale {coarsest:.3g}: {survive}; a coarser grid would lose thin or small structures, so the "
-                                f"median object ({obj:.0f} px) is kept larger than a {patch_side} px patch with context")
-        if coarsest == 1.0:
-            why = "thin or small structures keep full resolution: " + why
+                                f"median object ({obj:.0f} px) with context stays larger than a {patch_side} px patch")
     if scale >= 1.0:
         return {"scale": None, "long_side": None, "reason": why}
     if per_image:
