@@ -98,7 +98,7 @@ def measure(trainer, steps: int, block: int = 5) -> dict:
     import torch
 
     from medseg.evaluation.overlap import OverlapMetric
-    from medseg.training.engine import single_threaded
+    from medseg.runtime.device import single_threaded
 
     cfg, dev = trainer.cfg, trainer.device
     metric = OverlapMetric(trainer.num_classes)

@@ -11,15 +11,15 @@ from scipy.special import softmax
 from medseg.errors import RunFolderError
 from medseg.evaluation.calibration import (
     ReliabilityAccumulator,
-    apply_temperature,
     calibration_summary,
     expected_calibration_error,
     fit_temperature,
     nll,
     plot_reliability,
-    read_temperature,
     sample_voxels,
 )
+from medseg.inference.temperature import apply_temperature
+from medseg.runfolder import read_temperature
 from medseg.inference.uncertainty import case_uncertainty, entropy_png, normalized_entropy, uncertainty_region
 
 

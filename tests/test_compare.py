@@ -11,7 +11,7 @@ from PIL import Image
 
 from medseg.cli.main import main
 from medseg.data.phantom import make_phantom_dataset
-from medseg.evaluation.compare import compare_models
+from medseg.training.compare import compare_models
 from medseg.models import list_models
 from medseg.training.config import TrainConfig
 from medseg.training.run2d import TrainSetup2D

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from medseg.training.history import read_history
+from medseg.runfolder.history import read_history
 from tests.helpers2d import write_disc_dataset
 
 pytestmark = pytest.mark.slow

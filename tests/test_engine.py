@@ -13,11 +13,11 @@ import torch
 from medseg.data.sampling import PatchSampler
 from medseg.io.weights import load_tensors
 from medseg.models import create_model
-from medseg.training import engine
+from medseg.runtime import device
 from medseg.training.checkpoint import read_state_meta
 from medseg.training.config import TrainConfig
 from medseg.training.engine import STATE_STEM, Trainer
-from medseg.training.history import read_history
+from medseg.runfolder.history import read_history
 
 SIZE = 24
 
@@ -78,9 +78,9 @@ def final_weights(run_dir) -> dict[str, torch.Tensor]:
 
 
 def test_cpu_bf16_autocast_trains(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(engine, "cpu_bf16_supported", lambda: True)  # also on CPUs without native bf16
-    engine._logged_once.clear()
-    with caplog.at_level(logging.INFO, logger="medseg.training.engine"):
+    monkeypatch.setattr(device, "cpu_bf16_supported", lambda: True)  # also on CPUs without native bf16
+    device._logged_once.clear()
+    with caplog.at_level(logging.INFO, logger="medseg"):
         trainer = make_trainer(tmp_path, lr=3e-2, optimizer="adam", schedule="constant", augment=False)
     assert trainer.amp_dtype == torch.bfloat16
     assert any("mixed precision on cpu: bfloat16" in r.message for r in caplog.records)
@@ -93,7 +93,7 @@ def test_cpu_bf16_autocast_trains(tmp_path, monkeypatch, caplog):
 
 def test_amp_off_and_unsupported_cpu_stay_float32(tmp_path, monkeypatch):
     assert make_trainer(tmp_path / "a", amp=False).amp_dtype is None
-    monkeypatch.setattr(engine, "cpu_bf16_supported", lambda: False)
+    monkeypatch.setattr(device, "cpu_bf16_supported", lambda: False)
     assert make_trainer(tmp_path / "b").amp_dtype is None
 
 
@@ -142,7 +142,7 @@ def test_compile_failure_falls_back_to_eager(tmp_path, monkeypatch, caplog):
         raise RuntimeError("no C++ compiler")
 
     monkeypatch.setattr(torch, "compile", unavailable)
-    with caplog.at_level(logging.WARNING, logger="medseg.training.engine"):
+    with caplog.at_level(logging.WARNING, logger="medseg"):
         trainer = make_trainer(tmp_path / "a", compile=True, max_epochs=1)
         assert trainer.fit().epochs == 1
     assert any("torch.compile is unavailable" in r.message for r in caplog.records)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from medseg.cli.main import main
-from medseg.training.history import read_history
+from medseg.runfolder.history import read_history
 from tests.helpers2d import write_disc_dataset
 
 pytestmark = pytest.mark.slow

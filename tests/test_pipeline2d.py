@@ -12,7 +12,7 @@ from PIL import Image
 
 from medseg.cli.main import main
 from medseg.data.phantom import make_phantom_dataset
-from medseg.training.history import read_history
+from medseg.runfolder.history import read_history
 from tests.conftest import shared_path
 from tests.helpers2d import write_disc_dataset
 

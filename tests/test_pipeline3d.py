@@ -19,7 +19,7 @@ from medseg.data.preprocess3d import Preprocess3D
 from medseg.errors import DataError
 from medseg.inference.predictor3d import Predictor3D
 from medseg.io import Geometry, ImageData, read_image, write_image
-from medseg.training.history import read_history
+from medseg.runfolder.history import read_history
 from medseg.training.run3d import auto_patch_size_3d, plan_unet_3d
 from tests.conftest import run_cli, shared_path
 from tests.helpers3d import GEOMETRY, oblique_direction, regrid, write_msd_dataset
@@ -153,7 +153,7 @@ def test_predict_writes_onto_the_inputs_own_grid(blob_run, tmp_path, suffix, tol
 def test_prediction_runs_in_the_validated_precision_unless_told_not_to(blob_run, tmp_path):
     """Predictors use training's autocast (bf16 where the CPU has it, as validation does); ``amp=False`` and
     ``--no-amp`` give float32. The two agree up to bf16 rounding."""
-    from medseg.training.engine import amp_dtype_for
+    from medseg.runtime.device import amp_dtype_for
 
     data, run = blob_run
     image = read_image(data / "imagesTr" / "case_000.nii.gz")

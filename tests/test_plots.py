@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg.evaluation.plots import (
-    image_label_grid,
-    overlay,
-    plot_history,
-    save_overlay,
-)
+from medseg.evaluation.plots import image_label_grid, plot_history
+from medseg.inference.overlays import overlay, save_overlay
 
 COLORS = ((0, 0, 0), (255, 0, 0), (0, 255, 0))
 
@@ -105,7 +101,7 @@ def test_plot_history_train_only(tmp_path):
 
 
 def test_plot_history_from_csv(tmp_path):
-    from medseg.training.history import read_history
+    from medseg.runfolder.history import read_history
 
     path = tmp_path / "history.csv"
     path.write_text("epoch,train_loss,val_loss,val_dice\n1,0.9,,0.5\n2,0.5,0.6,\n")

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from medseg.evaluation.calibration import apply_temperature
+from medseg.inference.temperature import apply_temperature
 from medseg.inference.predictor import Predictor2D
 from medseg.inference.predictor3d import Predictor3D
 from medseg.io import read_image

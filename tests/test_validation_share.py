@@ -13,7 +13,7 @@ from medseg.models import create_model
 from medseg.planning.planner import MIN_VALIDATION_CASES, VALIDATION_SHARE, plan_validation
 from medseg.training.config import TrainConfig
 from medseg.training.engine import Trainer
-from medseg.training.history import read_history
+from medseg.runfolder.history import read_history
 from medseg.training.validation import Validator, evenly_spaced
 from test_engine import discs
 
@@ -56,7 +56,7 @@ def test_epochs_validate_a_fixed_subset_and_the_whole_split_chooses(tmp_path):
     # the kept model is the one that scores best on the whole split
     kept = choice["final"] if choice["kept"] == "final" else choice["best"]
     assert kept == max(choice["final"], choice["best"])
-    from medseg.io.weights import load_model
+    from medseg.models.weights import load_model
 
     again = Validator(trainer.validator.cases, (16, 16), 0.25, 2, trainer.validator.autocast).run(load_model(tmp_path), whole=True)
     assert again["val_dice"] == pytest.approx(kept, abs=1e-6)

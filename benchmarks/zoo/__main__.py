@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.common import describe, run_medseg  # noqa: E402
 from benchmarks.zoo.datasets import DATASETS, ROOT  # noqa: E402
-from medseg.training.config import parse_duration  # noqa: E402
+from medseg.units import parse_duration  # noqa: E402
 
 
 def _plan_text(run: Path) -> str:

@@ -24,7 +24,7 @@ def calibrate(
     (labels never change); `medseg predict --no-calibration` ignores it.
     """
     from medseg.evaluation.calibrate_run import RELIABILITY_PNG, calibrate_run
-    from medseg.evaluation.calibration import CALIBRATION_FILE
+    from medseg.runfolder import CALIBRATION_FILE
 
     rec = calibrate_run(run, mirror=tta, bins=bins, max_voxels=max_voxels, seed=seed, device=device)
     table = Table(title=f"temperature T = {rec['temperature']:.4f} ({len(rec['cases'])} validation cases, {rec['voxels']} voxels)")

@@ -22,7 +22,7 @@ def _num(v, fmt: str) -> str:
 
 
 def print_comparison(rows: list[dict], title: str) -> None:
-    """The rows of :func:`~medseg.evaluation.compare.compare_models` as a table; the best mean Dice in bold."""
+    """The rows of :func:`~medseg.training.compare.compare_models` as a table; the best mean Dice in bold."""
     classes = []
     for r in rows:
         classes += [k for k in r if k.startswith("dice_") and k not in classes]
@@ -91,9 +91,10 @@ def compare(
     from medseg.data.dataset2d import DataOptions2D
     from medseg.data.preprocess2d import Preprocess2D
     from medseg.data.split import parse_fractions
-    from medseg.evaluation.compare import CSV_NAME, JSON_NAME, PLOT_NAME, check_models, compare_models
+    from medseg.training.compare import CSV_NAME, JSON_NAME, PLOT_NAME, check_models, compare_models
     from medseg.models import list_models
-    from medseg.training.config import TrainConfig, parse_duration
+    from medseg.training.config import TrainConfig
+    from medseg.units import parse_duration
     from medseg.training.run2d import TrainSetup2D
 
     names = check_models(models.split(",") if models is not None else list_models())

@@ -29,7 +29,8 @@ def demo(
     from medseg.evaluation.plots import image_label_grid
     from medseg.inference.predictor import Predictor2D
     from medseg.io import read_image
-    from medseg.training.config import TrainConfig, parse_duration
+    from medseg.training.config import TrainConfig
+    from medseg.units import parse_duration
     from medseg.training.run2d import TrainSetup2D, train_2d
     import json
     import shutil

@@ -180,7 +180,7 @@ def plan(
     from medseg.errors import ConfigError
     from medseg.io.atomic import write_json
     from medseg.planning.planner import make_plan
-    from medseg.training.config import parse_duration
+    from medseg.units import parse_duration
 
     if fingerprint is not None:
         try:

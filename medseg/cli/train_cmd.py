@@ -72,8 +72,9 @@ def train(
     from medseg.data.preprocess2d import Preprocess2D
     from medseg.data.split import parse_fractions
     from medseg.runfolder import read_run_info
-    from medseg.training import distributed
-    from medseg.training.config import TrainConfig, parse_duration
+    from medseg.runtime import distributed
+    from medseg.training.config import TrainConfig
+    from medseg.units import parse_duration
     from medseg.training.run2d import TrainSetup2D, setup_from_run, train_2d
     from medseg.training.run3d import TrainSetup3D, setup_from_run_3d, train_3d
 
@@ -163,7 +164,7 @@ def _apply_plan(setup, plan_file: Optional[Path], given: set[str]) -> None:
     the options in ``given`` (given on the command line) override its entries."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from medseg.planning.apply import plan_for_training
+    from medseg.training.planned import plan_for_training
 
     with Progress(TextColumn("fingerprint"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:

@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from medseg.errors import RunFolderError
-from medseg.evaluation.calibration import (CALIBRATION_FILE, DEFAULT_BINS, ReliabilityAccumulator, fit_temperature, nll,
-                                           plot_reliability, sample_voxels)
+from medseg.evaluation.calibration import DEFAULT_BINS, ReliabilityAccumulator, fit_temperature, nll, plot_reliability, sample_voxels
 from medseg.io import ImageData, read_image
 from medseg.io.atomic import write_json
-from medseg.runfolder import read_run_info
+from medseg.runfolder import CALIBRATION_FILE, read_run_info
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ The fitted temperature of a run lives in ``RUN/calibration.json`` (see
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable
@@ -38,17 +37,15 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from medseg.errors import RunFolderError
+from medseg.inference.temperature import log_probabilities
 from medseg.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_FILE = "calibration.json"
 RELIABILITY_PNG = "reliability.png"  # in an evaluation folder
 DEFAULT_BINS = 15
 #: the range searched for the temperature
 T_BOUNDS = (0.05, 20.0)
-_TINY = 1e-12
 _CHUNK = 1 << 20  # voxels per step, bounds the temporaries of :meth:`ReliabilityAccumulator.update`
 
 
@@ -187,23 +184,6 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 # --------------------------------------------------------------------------- temperature scaling
 
 
-def log_probabilities(probs: np.ndarray, axis: int = 0) -> np.ndarray:
-    """``log p`` (float32, ``p`` clipped at 1e-12): the "logits" that temperature scaling divides."""
-    return np.log(np.maximum(np.asarray(probs, dtype=np.float32), _TINY), dtype=np.float32)
-
-
-def apply_temperature(probs: np.ndarray, temperature: float, axis: int = 0) -> np.ndarray:
-    """``softmax(log p / T)`` along ``axis`` (float32); ``T == 1`` returns ``probs`` unchanged."""
-    if temperature == 1.0:
-        return probs
-    z = log_probabilities(probs)
-    z /= np.float32(temperature)
-    z -= z.max(axis=axis, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=axis, keepdims=True)
-    return z
-
-
 def sample_voxels(probs: np.ndarray, labels: np.ndarray, region: np.ndarray | None = None,
                   max_voxels: int | None = 50_000, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A uniform random subsample (without replacement) of a case's voxels for :func:`fit_temperature`.
@@ -239,33 +219,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float,
     if min(abs(math.log(temperature / b)) for b in bounds) < 1e-3:
         log.warning("fitted temperature %.3g lies at the edge of the searched range %s", temperature, bounds)
     return temperature
-
-
-# --------------------------------------------------------------------------- run folder file
-
-
-def read_temperature(run_dir: str | Path) -> float | None:
-    """The temperature in ``RUN/calibration.json``, or ``None`` when the run has none."""
-    path = Path(run_dir) / CALIBRATION_FILE
-    if not path.is_file():
-        return None
-    try:
-        t = float(json.loads(path.read_text())["temperature"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise RunFolderError(f"corrupt {CALIBRATION_FILE}: {e}", path=path,
-                             hint="refit it with `medseg calibrate RUN`, or delete it to predict uncalibrated") from None
-    if not (math.isfinite(t) and t > 0):
-        raise RunFolderError(f"{CALIBRATION_FILE} holds an invalid temperature {t}", path=path,
-                             hint="refit it with `medseg calibrate RUN`")
-    return t
-
-
-def run_temperature(run_dir: str | Path, enabled: bool = True) -> float | None:
-    """What a predictor applies: the run's temperature when ``enabled`` and ``calibration.json`` exists, else ``None``."""
-    t = read_temperature(run_dir) if enabled else None
-    if t is not None:
-        log.info("applying the fitted temperature T=%.3f (%s); --no-calibration turns it off", t, CALIBRATION_FILE)
-    return t
 
 
 # --------------------------------------------------------------------------- plot

@@ -147,7 +147,7 @@ def evaluate_run(
 
 
 def _write_overlays(folder: Path, kept: list, colors: list, n: int) -> None:
-    from medseg.evaluation.plots import save_overlay
+    from medseg.inference.overlays import save_overlay
 
     ranked = sorted((x for x in kept if not math.isnan(x[0])), key=lambda x: x[0])
     chosen = {("worst", i): x for i, x in enumerate(ranked[:n])}

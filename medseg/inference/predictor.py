@@ -22,13 +22,14 @@ from medseg.data.labels import LabelScheme
 from medseg.data.preprocess2d import Preprocess2D
 from medseg.errors import ConfigError, MedsegError
 from medseg.io import ImageData, read_image
-from medseg.io.weights import load_model
-from medseg.evaluation.calibration import apply_temperature, run_temperature
+from medseg.models.weights import load_model
+from medseg.inference.temperature import apply_temperature
+from medseg.runfolder import run_temperature
 from medseg.inference.sliding_window import predict_probabilities
 from medseg.inference.uncertainty import (UNCERTAINTY_CSV, CaseUncertainty, case_uncertainty, entropy_png, normalized_entropy,
                                           save_npy, write_uncertainty_csv)
 from medseg.runfolder import read_run_info
-from medseg.training.engine import amp_dtype_for, autocast_for, resolve_device
+from medseg.runtime.device import amp_dtype_for, autocast_for, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class Predictor2D:
         ``<stem>_entropy.npy`` (float32 ``(H, W)``) and ``uncertainty.csv`` (one row
         per image). A file that fails is reported and skipped; returns (written masks, failures).
         """
-        from medseg.evaluation.plots import save_overlay
+        from medseg.inference.overlays import save_overlay
         from medseg.io import write_image
 
         if fmt not in OUTPUT_FORMATS:

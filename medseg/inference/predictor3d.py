@@ -25,15 +25,16 @@ from medseg.data.labels import LabelScheme
 from medseg.data.layouts import VolumeCase, load_case
 from medseg.data.preprocess3d import Preprocess3D
 from medseg.errors import ConfigError, DataError, MedsegError
-from medseg.evaluation.calibration import apply_temperature, run_temperature
+from medseg.inference.temperature import apply_temperature
+from medseg.runfolder import run_temperature
 from medseg.inference.sliding_window import predict_probabilities
 from medseg.inference.uncertainty import UNCERTAINTY_CSV, CaseUncertainty, case_uncertainty, normalized_entropy, write_uncertainty_csv
 from medseg.io import ImageData, write_image
 from medseg.io.base import file_suffix
 from medseg.io.volume import VOLUME_SUFFIXES
-from medseg.io.weights import load_model
+from medseg.models.weights import load_model
 from medseg.runfolder import read_run_info
-from medseg.training.engine import amp_dtype_for, autocast_for, resolve_device
+from medseg.runtime.device import amp_dtype_for, autocast_for, resolve_device
 
 log = logging.getLogger(__name__)
 

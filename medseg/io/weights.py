@@ -1,31 +1,19 @@
-"""Model weights as safetensors plus a JSON of the constructor arguments.
-
-``save_model(dir, model)`` writes ``model.safetensors`` and ``model.json``;
-``load_model(dir)`` rebuilds the network from the JSON alone and loads the
-weights. Nothing is unpickled, so a run folder from elsewhere is safe to load.
+"""Tensors as safetensors files, written atomically: nothing is unpickled, so a file from elsewhere is
+safe to load. A network's weights with its constructor arguments: :mod:`medseg.models.weights`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from medseg.errors import RunFolderError
-from medseg.io.atomic import atomic_path, write_json
+from medseg.io.atomic import atomic_path
 
 WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "model.json"
-
-
-def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    model = getattr(model, "module", model)  # unwrap DDP / compiled
-    model = getattr(model, "_orig_mod", model)
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -41,36 +29,3 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise RunFolderError(f"cannot read weights ({e})", path=path, hint="the file is truncated or corrupt") from None
-
-
-def save_model(folder: str | Path, model: nn.Module, name: str = "model") -> None:
-    """Write ``{name}.safetensors`` and ``{name}.json`` (the model's config) into ``folder``."""
-    from medseg.models import model_config
-
-    folder = Path(folder)
-    inner = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
-    save_tensors(folder / f"{name}.safetensors", _state_dict(model))
-    write_json(folder / f"{name}.json", model_config(inner))
-
-
-def load_model(folder: str | Path, name: str = "model", map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the network saved by :func:`save_model` and load its weights."""
-    from medseg.models import model_from_config
-
-    folder = Path(folder)
-    cfg_path = folder / f"{name}.json"
-    if not cfg_path.is_file():
-        raise RunFolderError(f"no {cfg_path.name} here; this is not a medseg model folder", path=folder)
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunFolderError(f"invalid JSON ({e})", path=cfg_path) from None
-    model = model_from_config(config)
-    state = load_tensors(folder / f"{name}.safetensors")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RunFolderError(
-            f"weights do not match the model config (missing: {missing[:5]}, unexpected: {unexpected[:5]})",
-            path=folder,
-        )
-    return model.to(map_location)

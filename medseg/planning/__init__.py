@@ -5,5 +5,6 @@
   :mod:`~medseg.planning.spacing`, :mod:`~medseg.planning.normalization`,
   :mod:`~medseg.planning.topology` and :mod:`~medseg.planning.memory`.
 - :mod:`medseg.planning.plan`: ``plan.json``, versioned and validated on load.
-- :mod:`medseg.planning.apply`: a plan plus command-line flags → the training setup.
+
+A plan becomes a training setup in :mod:`medseg.training.planned` (training sits above planning).
 """

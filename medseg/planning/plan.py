@@ -107,7 +107,7 @@ def _opt_memory(v):
 
 
 def _duration(v):
-    from medseg.training.config import parse_duration
+    from medseg.units import parse_duration
 
     if v is None:
         return None

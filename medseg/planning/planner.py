@@ -217,7 +217,7 @@ def plan_validation(median_shape, patch, batch: int, iterations: int, num_cases:
 
 def make_plan(fp: dict[str, Any], *, device: str = "auto", memory_budget: str | int | None = None,
               time_budget: float | None = None, fingerprint_file: str | None = None) -> Plan:
-    """Decide everything :func:`medseg.planning.apply.plan_setup` needs, from the fingerprint ``fp``."""
+    """Decide everything :func:`medseg.training.planned.plan_setup` needs, from the fingerprint ``fp``."""
     dims, channels = fp["dims"], fp["channels"]
     kind = resolve_kind(device)
     profile = PROFILES[kind]

@@ -19,7 +19,7 @@ mid-epoch), at every new best score and at the end; they hold the loop position,
 so ``fit(resume=True)`` continues from the step after the last one saved. With
 ``deterministic``, a resumed run ends with the same weights as an uninterrupted one.
 
-DDP (:mod:`medseg.training.distributed`): each rank samples and augments its own
+DDP (:mod:`medseg.runtime.distributed`): each rank samples and augments its own
 stream, rank 0 validates and writes, and its decisions are broadcast.
 
 Debugging: with the environment variable ``MEDSEG_DEBUG_RANKS=1`` every rank
@@ -33,10 +33,7 @@ import hashlib
 import logging
 import math
 import os
-import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,11 +47,22 @@ from medseg.data.sampling import PatchSampler
 from medseg.errors import ConfigError
 from medseg.evaluation.overlap import OverlapMetric, mean_foreground
 from medseg.io.atomic import write_json
-from medseg.io.weights import load_tensors, save_model, WEIGHTS_FILE
-from medseg.training import distributed
+from medseg.io.weights import load_tensors
+from medseg.models.weights import WEIGHTS_FILE, save_model
+from medseg.runtime import distributed
+from medseg.runtime.device import (
+    amp_dtype_for,
+    autocast_for,
+    compile_model,
+    log_once,
+    make_deterministic,
+    resolve_device,
+    seed_everything,
+    single_threaded,
+)
 from medseg.training.checkpoint import capture_rng, load_state, restore_rng, save_state, unwrap
 from medseg.training.config import TrainConfig
-from medseg.training.history import read_history, write_history
+from medseg.runfolder.history import read_history, write_history
 from medseg.training.ema import WeightEMA
 from medseg.training.losses import DiceCELoss
 from medseg.training.validation import Validator
@@ -64,7 +72,6 @@ log = logging.getLogger(__name__)
 
 STATE_STEM = "checkpoints/last"
 DEBUG_ENV = "MEDSEG_DEBUG_RANKS"
-_logged_once: set[str] = set()
 
 
 class Callbacks(Protocol):
@@ -103,86 +110,6 @@ class LoopState:
     def from_info(cls, info: dict[str, Any]) -> "LoopState":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in info.items() if k in known})
-
-
-def _log_once(level: int, msg: str, *args: Any) -> None:
-    text = msg % args
-    if text not in _logged_once:
-        _logged_once.add(text)
-        log.log(level, text)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; under DDP ``cuda`` means this rank's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    ctx = distributed.context()
-    if name == "cuda" and ctx.enabled:
-        return torch.device("cuda", ctx.local_rank)
-    return torch.device(name)
-
-
-def cpu_bf16_supported() -> bool:
-    """Whether this CPU runs bf16 natively (oneDNN: avx512_bf16 or AMX); emulated bf16 is slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def amp_dtype_for(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """The autocast dtype for ``device``: bf16 (CUDA with bf16, or CPU with native bf16), fp16 on older GPUs, else ``None``."""
-    if not enabled:
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def autocast_for(device: torch.device, dtype: torch.dtype | None):
-    """An autocast context (or a null one when ``dtype`` is ``None``)."""
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def make_deterministic() -> None:
-    """Deterministic kernels where PyTorch has them (warning where it has none)."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-
-
-@contextmanager
-def single_threaded(device: torch.device) -> Iterator[None]:
-    """On CPUs, run the enclosed (small) tensor operations on one thread: batch sampling and
-    augmentation are too small to gain from more, and a contended core makes multi-threaded
-    small operations many times slower."""
-    n = torch.get_num_threads()
-    if device.type != "cpu" or n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def compile_model(model: torch.nn.Module) -> torch.nn.Module:
-    """``torch.compile(model)``, or ``model`` itself (with a warning) when that is unavailable or fails."""
-    try:
-        return torch.compile(model)
-    except Exception as e:  # no compiler, unsupported platform or Python, ...
-        log.warning("torch.compile is unavailable (%s: %s); training without it", type(e).__name__, e)
-        return model
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -263,7 +190,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.validator = Validator(val_cases, config.patch_size, config.val_overlap, num_classes,
                                    lambda: autocast_for(self.device, self.amp_dtype), config.val_max_cases, config.val_every)
-        _log_once(logging.INFO, "mixed precision on %s: %s", self.device.type,
+        log_once(logging.INFO, "mixed precision on %s: %s", self.device.type,
                   str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off (float32)")
         self._debug: dict[str, Any] | None = {"rank": self.dist.rank, "batches": []} if os.environ.get(DEBUG_ENV) else None
         self._last_save = time.perf_counter()

@@ -23,9 +23,10 @@ from medseg.errors import ConfigError, DataError
 from medseg.io.atomic import write_json
 from medseg.models import create_model
 from medseg.runfolder import check_new_run_folder, write_run_info
-from medseg.training import distributed
+from medseg.runtime import distributed
 from medseg.training.config import TrainConfig
-from medseg.training.engine import Callbacks, Trainer, TrainResult, resolve_device
+from medseg.runtime.device import resolve_device
+from medseg.training.engine import Callbacks, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bo
 
 def write_curves(run_dir: Path) -> list[Path]:
     from medseg.evaluation.plots import plot_history
-    from medseg.training.history import read_history
+    from medseg.runfolder.history import read_history
 
     rows = read_history(run_dir / "history.csv")
     return plot_history(rows, run_dir / "plots") if rows else []

@@ -43,9 +43,10 @@ from medseg.io.atomic import write_json
 from medseg.models import create_model
 from medseg.planning.topology import plan_topology
 from medseg.runfolder import RUN_FILE, check_new_run_folder, read_run_info, write_run_info
-from medseg.training import distributed
+from medseg.runtime import distributed
 from medseg.training.config import TrainConfig
-from medseg.training.engine import Callbacks, Trainer, TrainResult, resolve_device
+from medseg.runtime.device import resolve_device
+from medseg.training.engine import Callbacks, Trainer, TrainResult
 from medseg.training.run2d import write_curves
 
 log = logging.getLogger(__name__)

@@ -104,7 +104,7 @@ class BaseModelTest:
 
     @dims_param
     def test_save_load_round_trip(self, spatial_dims, tmp_path):
-        from medseg.io.weights import load_model, save_model  # imported here so an io problem fails only this test
+        from medseg.models.weights import load_model, save_model  # imported here so an io problem fails only this test
 
         torch.manual_seed(0)
         model = self.build(spatial_dims, in_channels=2, num_classes=3)

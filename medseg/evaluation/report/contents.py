@@ -18,7 +18,7 @@ from pathlib import Path
 from medseg.data.labels import LabelScheme
 from medseg.errors import MedsegError
 from medseg.runfolder import read_run_info
-from medseg.training.history import read_history
+from medseg.runfolder.history import read_history
 
 log = logging.getLogger(__name__)
 

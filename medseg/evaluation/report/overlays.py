@@ -26,7 +26,7 @@ from scipy import ndimage
 from medseg.data.dataset2d import read_fov
 from medseg.data.labels import LabelScheme, read_mask
 from medseg.errors import DataError
-from medseg.evaluation.plots import overlay
+from medseg.inference.overlays import overlay
 from medseg.io import read_image
 
 log = logging.getLogger(__name__)

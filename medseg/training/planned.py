@@ -197,7 +197,7 @@ def plan_for_training(setup, plan_file: str | Path | None, given: set[str],
     receive its plan, so that every rank trains with the same one. Returns ``(setup, plan, overrides)``.
     """
     from medseg.runfolder import check_new_run_folder
-    from medseg.training import distributed
+    from medseg.runtime import distributed
 
     if not distributed.is_main():
         raw = distributed.broadcast(None)

@@ -8,6 +8,7 @@ Layout::
       labels.json            class names and display colours
       model.safetensors      best weights      model.json   the model's constructor arguments
       checkpoints/last.*     resumable training state
+      calibration.json       the fitted temperature (`medseg calibrate`), applied by predictors
       history.csv, plots/    curves
       evaluation/            per-image CSV, summary JSON
 """
@@ -15,6 +16,8 @@ Layout::
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,11 @@ import medseg
 from medseg.errors import RunFolderError
 from medseg.io.atomic import write_json
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 RUN_FILE = "medseg_run.json"
+CALIBRATION_FILE = "calibration.json"
 
 
 def write_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:
@@ -71,3 +77,27 @@ def read_run_info(run_dir: str | Path, require_model: bool = True) -> dict[str, 
         raise RunFolderError("the run has no trained model yet (model.safetensors missing)", path=run_dir,
                              hint="let training finish one epoch, or resume it with `medseg train --resume`")
     return info
+
+
+def read_temperature(run_dir: str | Path) -> float | None:
+    """The temperature in ``RUN/calibration.json``, or ``None`` when the run has none."""
+    path = Path(run_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        t = float(json.loads(path.read_text())["temperature"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise RunFolderError(f"corrupt {CALIBRATION_FILE}: {e}", path=path,
+                             hint="refit it with `medseg calibrate RUN`, or delete it to predict uncalibrated") from None
+    if not (math.isfinite(t) and t > 0):
+        raise RunFolderError(f"{CALIBRATION_FILE} holds an invalid temperature {t}", path=path,
+                             hint="refit it with `medseg calibrate RUN`")
+    return t
+
+
+def run_temperature(run_dir: str | Path, enabled: bool = True) -> float | None:
+    """What a predictor applies: the run's temperature when ``enabled`` and ``calibration.json`` exists, else ``None``."""
+    t = read_temperature(run_dir) if enabled else None
+    if t is not None:
+        log.info("applying the fitted temperature T=%.3f (%s); --no-calibration turns it off", t, CALIBRATION_FILE)
+    return t
