@@ -178,3 +178,76 @@ def test_zoo_synthetic_sets_are_found_with_no_flags(tmp_path):
     blobs = discover(synthetic.speckle_blobs(tmp_path / "blobs", images=8))
     assert len(blobs.cases) == 8 and blobs.grouping.method == "none"
     assert sum(len(c.masks) == 2 for c in blobs.cases) == 1  # one lesion drawn as two mask files, merged
+
+
+# --------------------------------------------------------------------------- official splits in folders and files
+
+
+def test_train_and_test_folders_mark_an_official_split(tmp_path):
+    for part, keys in (("training", ("21", "22", "23", "24")), ("test", ("01", "02"))):
+        for k in keys:
+            _img(tmp_path / part / "images" / f"{k}_{part}.tif")
+            _img(tmp_path / part / "1st_manual" / f"{k}_manual1.gif", value=255)
+    _img(tmp_path / "test" / "2nd_manual" / "01_manual2.gif", value=255)  # a second observer: not a label folder
+    found = discover(tmp_path)
+    assert {c.key: c.subset for c in found.cases} == {"21": "train", "22": "train", "23": "train", "24": "train",
+                                                      "01": "test", "02": "test"}
+    assert found.summary()["subsets_from_folders"] == {"train": 4, "test": 2}
+
+
+def test_the_folders_split_is_used_for_training(tmp_path):
+    from medseg.data.dataset2d import DataOptions2D, prepare_dataset
+    from medseg.training.run2d import _split
+
+    for part, n in (("train", 8), ("test", 3)):
+        for i in range(n):
+            _img(tmp_path / part / "images" / f"{part}{i}.png")
+            _img(tmp_path / part / "masks" / f"{part}{i}.png", value=255)
+    ds = prepare_dataset(tmp_path, DataOptions2D())
+    split = _split(ds, (0.6, 0.2, 0.2), seed=0)
+    assert sorted(split["test"]) == [f"test{i}" for i in range(3)]
+    assert len(split["val"]) == 2 and len(split["train"]) == 6  # a quarter of the training folder validates
+    assert all(k.startswith("train") for k in split["train"] + split["val"])
+
+
+def test_split_files_name_cases_by_path_where_names_repeat(tmp_path):
+    import json
+
+    from medseg.data.split import case_aliases, read_split_file
+
+    for p in ("pat01", "pat02", "pat03"):
+        for n in (1, 2):
+            _img(tmp_path / "images" / p / f"s{n}.png")
+            _img(tmp_path / "masks" / p / f"s{n}.png", value=255)
+    cases = discover(tmp_path).cases
+    aliases = case_aliases(cases, tmp_path)
+    assert "s1" not in aliases and aliases["images/pat02/s1"] == "pat02_s1"
+    f = tmp_path / "split.json"
+    f.write_text(json.dumps({"train": ["images/pat01/s1.png", "IMAGES/PAT01/S2.PNG", "pat02_s1", "pat02_s2"],
+                             "test": ["./images/pat03/s1.png", "images/pat03/s2"]}))
+    split = read_split_file(f, [c.key for c in cases], aliases)
+    assert split["train"] == ["pat01_s1", "pat01_s2", "pat02_s1", "pat02_s2"] and split["val"] is None
+    assert split["test"] == ["pat03_s1", "pat03_s2"]
+    f.write_text(json.dumps({"train": ["s1.png"]}))  # ambiguous: every patient has one
+    with pytest.raises(DataError, match="s1"):
+        read_split_file(f, [c.key for c in cases], aliases)
+
+
+def test_image_subfolders_without_mask_counterparts_are_left_out(tmp_path, caplog):
+    for k in ("a", "b"):
+        _img(tmp_path / "images" / f"{k}.png")
+        _img(tmp_path / "masks" / f"{k}.png", value=255)
+    _img(tmp_path / "images" / "thumbnails" / "a.png")
+    with caplog.at_level(logging.WARNING, logger="medseg.data"):
+        found = discover(tmp_path)
+    assert sorted(c.key for c in found.cases) == ["a", "b"]
+    assert "thumbnails" in caplog.text
+
+
+def test_colliding_case_keys_name_both_files(tmp_path):
+    from medseg.data.discovery import _unique_keys
+
+    with pytest.raises(DataError) as e:
+        _unique_keys([("x_a_b", Path(), Path("x_a_b.png")), ("b", Path("x/a"), Path("x/a/b.png")),
+                      ("b", Path("y"), Path("y/b.png"))])
+    assert "x_a_b.png" in str(e.value) and "x/a/b.png" in str(e.value)

@@ -54,3 +54,15 @@ def test_kvasir_masks_read_as_two_classes():
     assert scheme.num_classes == 2 and scheme.threshold == 128
     labels = read_mask([masks[0]], scheme)
     assert 0.05 < labels.mean() < 0.95
+
+
+def test_a_threshold_scheme_holds_lossless_files_to_its_codes(tmp_path):
+    path, _ = _jpeg_mask(tmp_path / "a.jpg")
+    scheme = detect_scheme([path])
+    ok = tmp_path / "b.png"
+    Image.fromarray(np.array([[0, 255], [255, 0]], np.uint8)).save(ok)
+    assert read_mask([ok], scheme).tolist() == [[0, 1], [1, 0]]
+    ones = tmp_path / "c.png"  # 0/1 PNG masks against a run trained on 0/255 JPEGs: an error, not all background
+    Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8)).save(ones)
+    with pytest.raises(DataError, match="c.png"):
+        read_mask([ones], scheme)

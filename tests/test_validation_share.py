@@ -10,11 +10,12 @@ import torch
 
 from medseg.data.sampling import PatchSampler
 from medseg.models import create_model
-from medseg.planning.planner import MIN_VALIDATION_CASES, VALIDATION_SHARE, plan_validation
+from medseg.planning.planner import MAX_VAL_EVERY, MIN_VALIDATION_CASES, VALIDATION_SHARE, plan_validation
 from medseg.training.config import TrainConfig
 from medseg.training.engine import Trainer
 from medseg.runfolder.history import read_history
-from medseg.training.validation import Validator, evenly_spaced
+from medseg.data.split import evenly_spaced
+from medseg.training.validation import Validator
 from test_engine import discs
 
 
@@ -49,9 +50,10 @@ def test_epochs_validate_a_fixed_subset_and_the_whole_split_chooses(tmp_path):
     finally:
         Validator.run = real_run
     assert seen[:4] == [3, 3, 3, 3]          # each epoch: the subset
-    assert seen[4:] == [9, 9]               # the end: the last weights and the best checkpoint, on all 9
     choice = json.loads((tmp_path / "validation.json").read_text())
     assert choice["cases"] == 9 and choice["subset"] == 3 and choice["kept"] in ("best", "final")
+    # the end: the last weights and the best checkpoint on all 9 (one pass when the best is the last epoch)
+    assert seen[4:] == ([9] if choice["best_epoch"] == 3 and choice["kept"] == "best" else [9, 9])
     assert choice["monitor"] == "val_dice" and choice["final"] is not None and choice["best"] is not None
     # the kept model is the one that scores best on the whole split
     kept = choice["final"] if choice["kept"] == "final" else choice["best"]
@@ -60,6 +62,22 @@ def test_epochs_validate_a_fixed_subset_and_the_whole_split_chooses(tmp_path):
 
     again = Validator(trainer.validator.cases, (16, 16), 0.25, 2, trainer.validator.autocast).run(load_model(tmp_path), whole=True)
     assert again["val_dice"] == pytest.approx(kept, abs=1e-6)
+    (tmp_path / "medseg_run.json").write_text(json.dumps({"format_version": 1, "train": {"monitor": "val_dice"}}))
+    from medseg.evaluation.report import write_report
+
+    html = write_report(tmp_path).read_text()
+    assert "a fixed 3 of the 9 validation cases" in html and "chosen on all 9 validation cases" in html
+
+
+def test_early_stopping_waits_for_three_validations_when_they_are_sparse(tmp_path):
+    trainer = _trainer(tmp_path, n_val=2, val_every=4, patience=1, max_epochs=40, lr=0.0)  # lr 0: no epoch improves
+    result = trainer.fit()
+    assert result.stopped_by == "early_stopping" and result.epochs == 16  # best at epoch 3, then 3 validations (12 epochs)
+
+
+def test_the_final_choice_reserve_is_capped(tmp_path):
+    trainer = _trainer(tmp_path, n_val=40, val_max_cases=1, time_budget=100.0)
+    assert trainer._final_reserve(5.0) == pytest.approx(10.0)  # 2 x 40 x 5 s would be 400 s; 10 % of the budget
 
 
 def test_without_a_subset_there_is_no_final_pass(tmp_path):
@@ -76,16 +94,19 @@ def test_validating_every_few_epochs_and_at_the_end(tmp_path):
 
 def test_the_plan_keeps_validation_within_its_share():
     # small images, few cases: everything every epoch
-    n, every, why = plan_validation([64, 64], [64, 64], 8, 50, 100)
+    n, every, why = plan_validation([64, 64], [64, 64], 8, 50, 20)
     assert (n, every) == (None, 1) and "all validation cases" in why
     # many cheap cases: a fixed subset
-    n, every, why = plan_validation([160, 160], [128, 128], 8, 50, 5000)
+    n, every, why = plan_validation([160, 160], [128, 128], 8, 50, 1000)
     assert every == 1 and MIN_VALIDATION_CASES <= n < 1000 and "fixed subset" in why
     windows = 4
     assert n * windows <= VALIDATION_SHARE / (1 - VALIDATION_SHARE) * 3 * 50 * 8 + windows
     # expensive cases: fewer validations
-    n, every, why = plan_validation([2000, 2000], [128, 128], 8, 50, 400)
-    assert every > 1 and f"every {every} epochs" in why
+    n, every, why = plan_validation([2000, 2000], [128, 128], 8, 50, 80)
+    assert 1 < every <= MAX_VAL_EVERY and f"every {every} epochs" in why
+    # huge cases: never more than MAX_VAL_EVERY epochs apart, on fewer cases then
+    n, every, why = plan_validation([20000, 20000], [128, 128], 8, 50, 80)
+    assert every == MAX_VAL_EVERY and 1 <= n < MIN_VALIDATION_CASES
 
 
 def test_config_rejects_an_empty_subset():

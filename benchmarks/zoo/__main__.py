@@ -39,11 +39,15 @@ def _plan_text(run: Path) -> str:
 
 
 def _history(run: Path) -> tuple[int, float, float]:
-    """(epochs, seconds trained, share of them spent validating)."""
+    """(epochs, seconds trained, share of them spent validating, the final choice on the whole split included)."""
     with open(run / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     val = sum(float(r["val_seconds"]) for r in rows if r.get("val_seconds"))
     total = float(rows[-1]["time"]) if rows else 0.0
+    choice = run / "validation.json"
+    if choice.exists():
+        final = float(json.loads(choice.read_text()).get("seconds", 0.0))
+        val, total = val + final, total + final
     return len(rows), total, val / total if total else 0.0
 
 

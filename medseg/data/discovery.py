@@ -56,6 +56,9 @@ _JUNK_DIRS = frozenset({"__macosx", "__pycache__"})
 MAX_DEPTH = 8
 
 PAIRING_METHODS = ("same name", "role words", "name prefix", "pattern")
+#: folder names that hold one subset of an official split
+SUBSET_FOLDERS = {"train": ("train", "training", "trainval"), "val": ("val", "valid", "validation"),
+                  "test": ("test", "testing")}
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Case2D:
     masks: tuple[Path, ...]  #: label files for this image (merged later); ``()`` when unlabelled
     fov: Path | None = None  #: field-of-view mask, optional
     group: str | None = None  #: patient/case id for a group-aware split
+    subset: str | None = None  #: ``train``/``val``/``test`` when the case lies in a folder named so (an official split)
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,10 @@ class Discovery:
 
     def summary(self) -> dict:
         rel = [str(lay.root.relative_to(self.root)) if lay.root != self.root else "." for lay in self.layouts]
+        subsets = {s: sum(c.subset == s for c in self.cases) for s in SUBSET_FOLDERS}
         return {"folders": len(self.layouts), "folder_examples": rel[:3], "pairing": dict(self.pairing),
-                "pairing_examples": {k: v for k, v in self.examples.items()}, "groups": self.grouping.summary()}
+                "pairing_examples": {k: v for k, v in self.examples.items()}, "groups": self.grouping.summary(),
+                "subsets_from_folders": {s: n for s, n in subsets.items() if n}}
 
 
 # --------------------------------------------------------------------------- files
@@ -206,7 +212,7 @@ def find_layout(root: str | Path, images: str | Path | None = None, masks: str |
         if exact is not None:
             return exact
         # a name with a role word among others (Tissue_Images/, Binary_masks/), when only one folder has it
-        words = set(names)
+        words = {n for n in names if len(n) > 2}
         hits = [p for n, p in subdirs.items() if p not in exclude and (set(tokens(n)) & words or re.sub(r"[\W_]+", "", n) in words)]
         return hits[0] if len(hits) == 1 else None
 
@@ -285,11 +291,15 @@ def _scopes(layout: Layout2D, root: Path) -> list[_Files]:
     add(list_image_files(layout.images, recursive=nested), layout.images, None if layout.flat else "image")
     if layout.masks is not None and not layout.flat:
         add(list_image_files(layout.masks, recursive=layout.masks != layout.root), layout.masks, "mask")
+        # images/<sub>/ pairs with masks/<sub>/; a subfolder the mask folder lacks (thumbnails, previews) is left out
+        lone = sorted(rel for rel, entry in scopes.items() if rel != Path() and entry.images and not entry.masks
+                      and not (layout.masks / rel).is_dir())
+        for rel in lone:
+            log.warning("%s: %d image(s) in a subfolder with no counterpart in %s, left out", layout.images / rel,
+                        len(scopes[rel].images), layout.masks)
+            del scopes[rel]
     if layout.fov is not None:
         add(list_image_files(layout.fov, recursive=True), layout.fov, "fov")
-    if not layout.flat and layout.masks is None:  # images only: a mask-named file is still not an image
-        for entry in scopes.values():
-            entry.images = [p for p in entry.images if file_role(p.stem) == "image"]
     return [scopes[k] for k in sorted(scopes)]
 
 
@@ -331,15 +341,19 @@ def _pair_scope(files: _Files, key_of: Callable[[Path, bool], str], by_pattern: 
             methods[key_by_image[image]] = "name prefix"
     fovs: dict[str, Path] = {}
     stray: list[Path] = []
+    keyed: list[tuple[str, Path]] = []
     for p in files.fovs:
         try:
-            k = key_of(p, True)
+            keyed.append((key_of(p, True), p))
         except DataError:
             stray.append(p)
-            continue
-        if k not in by_key and not by_pattern:  # a FOV named like its image plus a word
-            paired, _ = prefix_pairs(list(by_key.values()), [p])
-            k = next((kk for kk, img in by_key.items() if img in paired), k)
+    unmatched = [p for k, p in keyed if k not in by_key]
+    if unmatched and not by_pattern:  # a FOV named like its image plus a word
+        key_by_image = {p: k for k, p in by_key.items()}
+        paired, _ = prefix_pairs(list(by_key.values()), unmatched)
+        by_fov = {f: key_by_image[img] for img, fs in paired.items() for f in fs}
+        keyed = [(by_fov.get(p, k), p) for k, p in keyed]
+    for k, p in keyed:
         if k not in by_key:
             stray.append(p)
         elif k in fovs:
@@ -416,31 +430,46 @@ def discover(root: str | Path, *, images: str | Path | None = None, masks: str |
     if orphans:
         raise DataError(f"mask '{orphans[0].name}' has no matching image ({len(orphans)} mask(s) without an image: "
                         f"{_names(orphans)})", path=orphans[0],
-                        hint="remove the stray mask, add its image, or give --pair-pattern if names differ")
+                        hint="remove the stray mask, add its image, or give --pair-pattern if names differ; images in "
+                        "subfolders pair only with masks in subfolders of the same name")
     if stray:
         log.warning("%d FOV mask(s) with no matching image, ignored: %s", len(stray), _names(stray))
 
-    keys = _unique_keys([(k, folder) for k, _, _, _, folder in cases])
+    keys = _unique_keys([(k, folder, p) for k, p, _, _, folder in cases])
     grouping = assign_groups(root, {k: c[1] for k, c in zip(keys, cases)}, {k: c[4] for k, c in zip(keys, cases)},
                              group_pattern, groups_csv)
-    out = [Case2D(key=k, image=p, masks=ms, fov=f, group=grouping.groups[k]) for k, (_, p, ms, f, _) in zip(keys, cases)]
+    out = [Case2D(key=k, image=p, masks=ms, fov=f, group=grouping.groups[k], subset=folder_subset(folder))
+           for k, (_, p, ms, f, folder) in zip(keys, cases)]
     log.info("found %d cases in %s (%d with masks, %d with FOV%s)", len(out), root, sum(1 for c in out if c.masks),
              sum(1 for c in out if c.fov), f", in {len(layouts)} folders" if len(layouts) > 1 else "")
     return Discovery(root, out, layouts, grouping, counts, examples)
 
 
-def _unique_keys(keys: list[tuple[str, Path]]) -> list[str]:
-    """Case keys, qualified by their folder (``<folder>_<key>``) where a key recurs in several folders."""
+def _unique_keys(keys: list[tuple[str, Path, Path]]) -> list[str]:
+    """Case keys, qualified by their folder (``<folder>_<key>``) where a key recurs in several folders;
+    ``keys`` holds ``(key, folder, image file)``."""
     seen: dict[str, int] = {}
-    for k, _ in keys:
+    for k, _, _ in keys:
         seen[k] = seen.get(k, 0) + 1
-    out = []
-    for k, folder in keys:
-        out.append("_".join([*folder.parts, k]).lower() if seen[k] > 1 and folder.parts else k)
-    if len(set(out)) != len(out):
-        dup = next(k for k in out if out.count(k) > 1)
-        raise DataError(f"two images have the same name key '{dup}' in one dataset", hint="rename one of them")
+    out = [("_".join([*folder.parts, k]).lower() if seen[k] > 1 and folder.parts else k) for k, folder, _ in keys]
+    first: dict[str, Path] = {}
+    for key, (_, _, image) in zip(out, keys):
+        if key in first:
+            raise DataError(f"two images have the same case key '{key}': {first[key]} and {image}", path=image,
+                            hint="rename one of them, or give --pair-pattern with a (?P<key>...) group that tells them apart")
+        first[key] = image
     return out
+
+
+def folder_subset(folder: Path) -> str | None:
+    """``train``/``val``/``test`` when a part of ``folder`` names a subset of an official split (``training/``,
+    ``testing/``...), else ``None``."""
+    for part in folder.parts:
+        word = part.lower()
+        for subset, names in SUBSET_FOLDERS.items():
+            if word in names:
+                return subset
+    return None
 
 
 def discover_cases(root: str | Path, **options) -> list[Case2D]:

@@ -209,8 +209,8 @@ class LabelScheme:
         Codes not in the scheme raise :class:`DataError` naming the file, the
         first few bad values and the valid ones.
         """
-        if self.threshold is not None:
-            return _thresholded(array, self.threshold, path)
+        if self.threshold is not None and (path is None or Path(path).suffix.lower() in LOSSY_SUFFIXES):
+            return _thresholded(array, self.threshold, path)  # a lossless file is held to the exact codes below
         pix_kind, codes, transparent = _canonical(array, path)
         if self.kind == "color" or pix_kind == "color":
             if pix_kind == "gray":

@@ -43,6 +43,14 @@ def _pixel_range(arr: np.ndarray) -> float:
     return 255.0 if float(np.max(arr, initial=0.0)) > 1.0 else 1.0
 
 
+def area_fractions(index: torch.Tensor, k: int, size: tuple[int, int]) -> torch.Tensor:
+    """Class ids ``(H, W)`` → ``(k, h, w)``: the share of each class under each pixel of a grid of ``size``
+    (the one-hot encoding resampled linearly, antialiased when shrinking). Its argmax is a label map at
+    that size; :mod:`medseg.planning.resolution` measures with the same resampling."""
+    onehot = F.one_hot(index, k).permute(2, 0, 1)[None].float()
+    return F.interpolate(onehot, size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
 @dataclass
 class Preprocess2D:
     """How raw 2D images become network input.
@@ -73,7 +81,8 @@ class Preprocess2D:
         if self.size is not None:
             self.size = (int(self.size[0]), int(self.size[1]))
         if sum(v is not None for v in (self.size, self.scale, self.long_side)) > 1:
-            raise ConfigError("give one of a fixed size, a scale and a long side for the working resolution, not several")
+            raise ConfigError("give one working resolution: --size, --scale or --long-side, not several",
+                              hint="the plan's spacing.scale and spacing.long_side are used when none is given")
         if self.scale is not None and not 0 < float(self.scale) <= 4:
             raise ConfigError(f"working-resolution scale must be in (0, 4], got {self.scale}")
         if self.long_side is not None and int(self.long_side) < 8:
@@ -124,10 +133,7 @@ class Preprocess2D:
         t = torch.from_numpy(labels.astype(np.uint8))[None, None]
         if size[0] >= labels.shape[0] and size[1] >= labels.shape[1]:
             return F.interpolate(t, size=size, mode="nearest-exact")[0, 0].numpy()
-        k = int(labels.max()) + 1
-        onehot = F.one_hot(t[0].long(), k).permute(0, 3, 1, 2).float()
-        area = F.interpolate(onehot, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return area.argmax(1)[0].to(torch.uint8).numpy()
+        return area_fractions(t[0, 0].long(), int(labels.max()) + 1, size).argmax(0).to(torch.uint8).numpy()
 
     def restore(self, probs: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         """Class probabilities (K,h,w) at network size → (K,H,W) at the original size."""

@@ -17,7 +17,10 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from medseg.errors import ConfigError, DataError
+from medseg.io.base import file_suffix
 
 log = logging.getLogger(__name__)
 
@@ -130,21 +133,42 @@ def split_cases(
     return out
 
 
+def evenly_spaced(n: int, k: int | None) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when ``k`` is ``None`` or ``>= n``)."""
+    if k is None or k >= n:
+        return list(range(n))
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, max(1, k))})
+
+
 # --------------------------------------------------------------------------- split files
 
 _CHANNEL_SUFFIX = "_0000"
-_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".bmp")
 
 
-def _entry_name(entry, path: Path) -> str:
-    """A case name from a split-file entry: ``"case"``, ``"imagesTr/case.nii.gz"``, ``{"key": "case"}``."""
+def _entry_names(entry, path: Path) -> list[str]:
+    """The names a split-file entry may match, most specific first: ``"p1/a.png"`` -> ``p1/a.png``,
+    ``p1/a``, ``a.png``, ``a``; ``{"key": "case"}`` -> ``case``; a volume's ``.nii.gz`` counts as one ending."""
     if isinstance(entry, dict):
         entry = entry.get("key", entry.get("image"))
     if not isinstance(entry, str) or not entry.strip():
         raise DataError(f"split entry {entry!r} is not a case name", path=path)
-    name = Path(entry.strip()).name
-    ending = next((e for e in _ENDINGS if name.lower().endswith(e)), "")
-    return name[: len(name) - len(ending)] if ending else name
+    rel = Path(entry.strip()).as_posix().lstrip("./") or entry.strip()
+    names = []
+    for name in (rel, Path(rel).name):
+        suffix = file_suffix(name)
+        names += [name, name[: len(name) - len(suffix)]] if suffix else [name]
+    return list(dict.fromkeys(names))
+
+
+def case_aliases(cases: Sequence, root: Path) -> dict[str, str]:
+    """Other names a split file may use for each case (``.key``, ``.image``): its image's file name and stem,
+    and its path relative to ``root``; a name that more than one case shares is left out."""
+    counts: dict[str, set[str]] = {}
+    for c in cases:
+        rel = c.image.relative_to(root).as_posix() if c.image.is_relative_to(root) else c.image.name
+        for name in (c.image.name, c.image.stem, rel, rel[: len(rel) - len(file_suffix(rel))]):
+            counts.setdefault(name, set()).add(c.key)
+    return {name: next(iter(keys)) for name, keys in counts.items() if len(keys) == 1}
 
 
 def read_split_file(path: str | Path, keys: Sequence[str], aliases: Mapping[str, str] | None = None) -> dict[str, list[str]]:
@@ -154,9 +178,9 @@ def read_split_file(path: str | Path, keys: Sequence[str], aliases: Mapping[str,
     names, file names or paths (``hippocampus_001``, ``imagesTr/hippocampus_001.nii.gz``,
     ``images/21_training.tif``; nnU-Net's ``_0000`` channel ending is dropped when that names a
     case), or the entries of a run's own ``split.json``. ``aliases`` maps other names of a case
-    (its image file's stem) to its key; names match case-insensitively. A ``"val"`` list that is
-    absent (not empty) is marked ``None``, to be drawn from ``"train"`` (:func:`complete_split`).
-    Names that match no case, or a case in two subsets, are errors.
+    (see :func:`case_aliases`) to its key. Names match exactly, else ignoring case where that is
+    unambiguous. A ``"val"`` list that is absent (not empty) is marked ``None``, to be drawn from
+    ``"train"`` (:func:`complete_split`). Names that match no case, or a case in two subsets, are errors.
     """
     path = Path(path)
     try:
@@ -168,8 +192,17 @@ def read_split_file(path: str | Path, keys: Sequence[str], aliases: Mapping[str,
     if not isinstance(raw, dict) or not isinstance(raw.get("train"), list):
         raise DataError('a split file is a JSON object with a "train" list (and "val", "test")', path=path,
                         hint='e.g. {"train": ["case_001", ...], "test": ["case_002", ...]}')
-    lookup = {k.lower(): k for k in keys}
-    lookup.update({a.lower(): k for a, k in (aliases or {}).items() if a.lower() not in lookup})
+    exact = {**(aliases or {}), **{k: k for k in keys}}
+    folded: dict[str, set[str]] = {}
+    for name, key in exact.items():
+        folded.setdefault(name.lower(), set()).add(key)
+
+    def lookup(name: str) -> str | None:
+        if name in exact:
+            return exact[name]
+        hit = folded.get(name.lower(), set())
+        return next(iter(hit)) if len(hit) == 1 else None
+
     out: dict[str, list[str]] = {s: [] for s in SUBSETS}
     unknown: list[str] = []
     where: dict[str, str] = {}
@@ -178,13 +211,12 @@ def read_split_file(path: str | Path, keys: Sequence[str], aliases: Mapping[str,
         if not isinstance(entries, list):
             raise DataError(f'"{subset}" must be a list of case names', path=path)
         for entry in entries:
-            name = _entry_name(entry, path).lower()
-            if name not in lookup and name.endswith(_CHANNEL_SUFFIX) and name[: -len(_CHANNEL_SUFFIX)] in lookup:
-                name = name[: -len(_CHANNEL_SUFFIX)]
-            if name not in lookup:
-                unknown.append(name)
+            names = _entry_names(entry, path)
+            names += [n[: -len(_CHANNEL_SUFFIX)] for n in names if n.endswith(_CHANNEL_SUFFIX)]
+            key = next((k for k in map(lookup, names) if k is not None), None)
+            if key is None:
+                unknown.append(names[0])
                 continue
-            key = lookup[name]
             if key in where:
                 raise DataError(f"case '{key}' is listed in both \"{where[key]}\" and \"{subset}\"", path=path)
             where[key] = subset

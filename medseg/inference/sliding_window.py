@@ -13,6 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+#: the window overlap of validation during training (prediction uses 0.5, nnU-Net's): fewer windows per case
+VALIDATION_OVERLAP = 0.25
+
 
 def _mirror_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
     axes = tuple(axes)

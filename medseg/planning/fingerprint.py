@@ -50,6 +50,7 @@ from scipy import ndimage
 
 from medseg.data.cache import fingerprint as files_hash
 from medseg.data.preprocess3d import bbox_of, intensity_stats
+from medseg.data.split import evenly_spaced
 from medseg.errors import DataError
 from medseg.planning.resolution import SCALES, roundtrip_fidelity
 
@@ -227,10 +228,7 @@ def _run(fn: Callable[[tuple], dict], tasks: list[tuple], workers: int, progress
 
 
 def _subset(items: list, max_cases: int | None) -> list:
-    if not max_cases or len(items) <= max_cases:
-        return items
-    idx = np.linspace(0, len(items) - 1, max_cases).round().astype(int)
-    return [items[i] for i in sorted(set(idx.tolist()))]
+    return [items[i] for i in evenly_spaced(len(items), max_cases or None)]
 
 
 def compute_fingerprint(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError
+from medseg.inference.sliding_window import VALIDATION_OVERLAP
 from medseg.planning.memory import device_memory, format_bytes, parse_bytes, unet_step_flops, unet_training_memory
 from medseg.planning.normalization import plan_crop, plan_normalization
 from medseg.planning.plan import Plan
@@ -51,10 +52,8 @@ AUGMENT_WARMUP = 0.5
 VALIDATION_SHARE = 0.15
 #: an epoch validates at least this many cases (fewer, less often, when they cost more than the share)
 MIN_VALIDATION_CASES = 50
-#: the share of the cases a default split (60/20/20) validates on
-DEFAULT_VAL_FRACTION = 0.2
-#: sliding-window overlap of validation during training (TrainConfig.val_overlap)
-VAL_OVERLAP = 0.25
+#: at most this many epochs between validations
+MAX_VAL_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -184,29 +183,30 @@ def size_patch_and_batch(median_shape, spacing, dims: int, channels: int, num_cl
     return _Sizing(tuple(patch), topo, batch, mem, flops), notes
 
 
-def plan_validation(median_shape, patch, batch: int, iterations: int, num_cases: int) -> tuple[int | None, int, str]:
+def plan_validation(median_shape, patch, batch: int, iterations: int, val_cases: int) -> tuple[int | None, int, str]:
     """``(val_max_cases, val_every, reason)``: validation within :data:`VALIDATION_SHARE` of the training time.
 
     A validation case costs its sliding windows (at the validation overlap) of one forward pass each;
     a training epoch ``iterations x batch`` patches of a forward and a backward pass (about 3 forward
     passes). Epochs validate a fixed subset of the cases the share affords; when that is fewer than
-    :data:`MIN_VALIDATION_CASES`, they validate that many, every few epochs.
+    :data:`MIN_VALIDATION_CASES`, they validate that many, every few epochs (at most :data:`MAX_VAL_EVERY`).
+    ``val_cases`` is how many cases the split validates on.
     """
-    step = [p * (1 - VAL_OVERLAP) for p in patch]
+    step = [p * (1 - VALIDATION_OVERLAP) for p in patch]
     windows = math.prod(1 if s <= p else math.ceil((s - p) / st) + 1 for s, p, st in zip(median_shape, patch, step))
     train = 3.0 * iterations * batch
     afford = VALIDATION_SHARE / (1 - VALIDATION_SHARE) * train / windows
-    expected = max(1, round(DEFAULT_VAL_FRACTION * num_cases))
+    expected = max(1, val_cases)
     cost = (f"a validation case costs {windows} window{'s' if windows > 1 else ''} ({windows / train:.1%} of an epoch's "
             f"training), so {VALIDATION_SHARE:.0%} of the time affords {afford:.0f} cases per epoch")
     if afford >= expected:
-        return None, 1, f"every epoch on all validation cases: {cost}, and a {DEFAULT_VAL_FRACTION:.0%} split holds about {expected}"
+        return None, 1, f"every epoch on all validation cases: {cost}, and the split holds about {expected}"
     if afford >= MIN_VALIDATION_CASES:
         n = int(afford)
         return n, 1, (f"every epoch on a fixed subset of at most {n} validation cases: {cost}; the final model is chosen "
                       "on all of them (best checkpoint or last weights)")
-    n = min(expected, MIN_VALIDATION_CASES)
-    every = max(1, math.ceil(n / afford))
+    every = min(MAX_VAL_EVERY, max(1, math.ceil(min(expected, MIN_VALIDATION_CASES) / afford)))
+    n = min(expected, MIN_VALIDATION_CASES, max(1, int(afford * every)))
     return (n if n < expected else None), every, (
         f"every {every} epochs on {'a fixed subset of ' if n < expected else ''}{n} validation cases: {cost}"
         + ("; the final model is chosen on all of them" if n < expected else ""))
@@ -216,7 +216,7 @@ def plan_validation(median_shape, patch, batch: int, iterations: int, num_cases:
 
 
 def make_plan(fp: dict[str, Any], *, device: str = "auto", memory_budget: str | int | None = None,
-              time_budget: float | None = None, fingerprint_file: str | None = None) -> Plan:
+              time_budget: float | None = None, fingerprint_file: str | None = None, val_cases: int | None = None) -> Plan:
     """Decide everything :func:`medseg.training.planned.plan_setup` needs, from the fingerprint ``fp``."""
     dims, channels = fp["dims"], fp["channels"]
     kind = resolve_kind(device)
@@ -285,8 +285,10 @@ def make_plan(fp: dict[str, Any], *, device: str = "auto", memory_budget: str | 
                         f"the validation Dice; {fg_reason}")
         max_epochs = 500
 
+    if val_cases is None:  # the default split's share (60/20/20)
+        val_cases = round(0.2 * fp["num_cases"])
     val_max_cases, val_every, val_reason = plan_validation(median_shape, patch, sizing.batch, profile.iterations_per_epoch,
-                                                           fp["num_cases"])
+                                                           val_cases)
     train_reason += f"; validation {val_reason}"
     warmup = AUGMENT_WARMUP if time_budget and dims == 3 else 0.0
     if warmup:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medseg.data.preprocess2d import area_fractions
+
 #: candidate resampling factors of the working resolution (1 = the image's own pixels)
 SCALES = (1.0, 2 / 3, 1 / 2, 1 / 3, 1 / 4, 1 / 6, 1 / 8)
 
@@ -31,15 +33,14 @@ def roundtrip_fidelity(label: np.ndarray, values: Sequence[int], scales: Sequenc
     index = torch.zeros_like(t)
     for i, v in enumerate(present, start=1):
         index[t == v] = i
-    onehot = F.one_hot(index, len(codes)).permute(2, 0, 1)[None].float()
     out: list[float | None] = []
     for s in scales:
         size = (max(1, round(h * s)), max(1, round(w * s)))
         if size == (h, w):
             out.append(1.0)
             continue
-        low = F.interpolate(onehot, size=size, mode="bilinear", align_corners=False, antialias=True)
-        back = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False).argmax(1)[0]
+        low = area_fractions(index, len(codes), size)
+        back = F.interpolate(low[None], size=(h, w), mode="bilinear", align_corners=False).argmax(1)[0]
         dices = []
         for i in range(1, len(codes)):
             a, b = index == i, back == i

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from medseg.errors import ConfigError
+from medseg.inference.sliding_window import VALIDATION_OVERLAP
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 MONITORS = ("val_loss", "val_dice")
@@ -24,7 +25,8 @@ class TrainConfig:
             laid over the budget so that it anneals as the budget ends. ``None``: epochs only.
         optimizer, lr, weight_decay, momentum: the optimiser (``adam``, ``adamw``, ``sgd`` with Nesterov).
         schedule: ``constant``, ``cosine`` or ``poly``; ``warmup``: fraction of progress for linear warm-up.
-        patience: epochs without improvement of ``monitor`` before early stopping (0 = off).
+        patience: epochs without improvement of ``monitor`` before early stopping (0 = off); when validating
+            every few epochs (``val_every``), at least three validations without improvement.
         monitor: ``val_loss`` (lower is better) or ``val_dice`` (higher is better).
         val_overlap: sliding-window overlap during validation.
         val_max_cases: validate each epoch on a fixed, evenly spaced subset of at most this many
@@ -71,7 +73,7 @@ class TrainConfig:
     warmup: float = 0.02
     patience: int = 30
     monitor: str = "val_loss"
-    val_overlap: float = 0.25
+    val_overlap: float = VALIDATION_OVERLAP
     val_max_cases: int | None = None
     val_every: int = 1
     foreground_fraction: float = 0.33
@@ -106,8 +108,9 @@ class TrainConfig:
         if not 0.0 <= self.augment_warmup < 1.0:
             raise ConfigError(f"augmentation warm-up must be a fraction of training in [0, 1), got {self.augment_warmup}")
         if self.val_max_cases is not None and self.val_max_cases < 1 or self.val_every < 1:
-            raise ConfigError(f"validation needs at least one case every epoch or more (val_max_cases {self.val_max_cases}, "
-                              f"val_every {self.val_every})")
+            raise ConfigError(f"validation needs at least one case, at least every epoch (val_max_cases {self.val_max_cases}, "
+                              f"val_every {self.val_every})", hint="set training.val_max_cases (null: all) and "
+                              "training.val_every (1 or more) in plan.json")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}")
         from medseg.data.augment import AugmentConfig

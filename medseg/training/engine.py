@@ -71,6 +71,8 @@ from medseg.training.schedule import augment_strength, lr_factor
 log = logging.getLogger(__name__)
 
 STATE_STEM = "checkpoints/last"
+#: the final model choice on the whole validation split may take at most this share of a time budget
+FINAL_CHOICE_SHARE = 0.1
 DEBUG_ENV = "MEDSEG_DEBUG_RANKS"
 
 
@@ -250,10 +252,12 @@ class Trainer:
         return progress, bool(stop), bool(due)
 
     def _final_reserve(self, last_val_time: float) -> float:
-        """Seconds kept from the budget for the final choice on the whole validation split (two passes),
-        estimated from the last validation on the epoch subset."""
+        """Seconds kept from the budget for the final choice on the whole validation split (two passes,
+        estimated from the last validation on the epoch subset), at most :data:`FINAL_CHOICE_SHARE` of it."""
         v = self.validator
-        return 2 * last_val_time * len(v.cases) / len(v.epoch_cases) if v.subset else 0.0
+        if not v.subset or not self.cfg.time_budget:
+            return 0.0
+        return min(2 * last_val_time * len(v.cases) / len(v.epoch_cases), FINAL_CHOICE_SHARE * self.cfg.time_budget)
 
     def _better(self, score: float, best: float) -> bool:
         if math.isnan(score):
@@ -388,25 +392,33 @@ class Trainer:
             stopped_by, save = self._end_epoch(epoch, st, metric, out_of_time, t0, history, history_path)
             if save and not stopped_by:  # (a stopped run is saved below)
                 self._save_state(st)
+        if main and self.validator.subset and st.best_epoch >= 0:
+            self._choose_final_model(st)  # before the run is marked finished: an interrupted choice is redone on resume
         st.finished, st.stopped_by, st.elapsed = True, stopped_by, time.perf_counter() - t0
         self._save_state(st)
-        if main and self.validator.subset and st.best_epoch >= 0:
-            self._choose_final_model()
         self._write_debug()
         self.loader.close()
         log.info("training stopped (%s) after %d epochs, %.0f s; best epoch %d", stopped_by, st.epoch + 1, st.elapsed, st.best_epoch)
         return TrainResult(st.epoch + 1, st.best_epoch, st.best, stopped_by, st.elapsed, history)
 
-    def _choose_final_model(self) -> None:
+    def _choose_final_model(self, st: LoopState) -> None:
         """The final choice on every validation case: the best checkpoint by the epoch subset, or the
-        weights at the end; the better becomes ``model.safetensors`` (reported in ``validation.json``)."""
-        best_state = load_tensors(self.run_dir / WEIGHTS_FILE)
+        weights at the end; the better becomes ``model.safetensors`` and ``st.best``/``st.best_epoch`` say
+        which, scored on the whole split (reported in ``validation.json``)."""
+        t = time.perf_counter()
+        last = st.best_epoch == st.epoch  # the best checkpoint is the end's weights: one pass tells all
+        best_state = None if last else load_tensors(self.run_dir / WEIGHTS_FILE)
         choice = self.validator.final_choice(self.eval_model, best_state, self._better, self.cfg.monitor)
-        if choice["kept"] == "final":
+        if last:
+            choice.update(kept="best", best=choice["final"])
+        elif choice["kept"] == "final":
             save_model(self.run_dir, self.eval_model)
+            st.best_epoch = st.epoch
+        st.best = choice[choice["kept"]]
+        choice.update(best_epoch=st.best_epoch, seconds=round(time.perf_counter() - t, 2))
         write_json(self.run_dir / "validation.json", choice)
-        log.info("final model chosen on all %d validation cases: %s (%s %s at the end, %s for the best by the subset)",
-                 choice["cases"], choice["kept"], choice["monitor"], _fmt(choice["final"]), _fmt(choice.get("best")))
+        log.info("final model chosen on all %d validation cases: %s, epoch %d (%s %s at the end, %s for the best by the subset)",
+                 choice["cases"], choice["kept"], st.best_epoch, choice["monitor"], _fmt(choice["final"]), _fmt(choice.get("best")))
 
     def _end_epoch(self, epoch: int, st: LoopState, metric: OverlapMetric, out_of_time: bool, t0: float,
                    history: list[dict], history_path: Path) -> tuple[str, bool]:
@@ -448,7 +460,7 @@ class Trainer:
                 self.callbacks.on_epoch_end(row)
             if time_up or (cfg.time_budget and time.perf_counter() - t0 >= cfg.time_budget):
                 stopped_by = "time_budget"
-            elif (cfg.patience and val and st.bad_epochs >= cfg.patience
+            elif (cfg.patience and val and st.bad_epochs >= max(cfg.patience, 3 * self.validator.every)
                   and self._progress(epoch + 1, 0, time.perf_counter() - t0) >= cfg.augment_warmup):
                 stopped_by = "early_stopping"  # not while the augmentation warm-up still makes the task harder
             save = improved or self._checkpoint_due()

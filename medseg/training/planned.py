@@ -19,6 +19,7 @@ network's strides for it; ``--depth`` leaves strides to the hand-set rules, as w
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -77,7 +78,24 @@ def obtain_plan(setup, plan_file: str | Path | None, *, progress: Callable[[int,
     fp = compute_fingerprint(setup.data, data_options=getattr(setup, "data_options", None), progress=progress)
     for p in fp["problems"][:10]:
         log.warning("%s%s: %s", f"{p['case']}: " if p["case"] else "", p["kind"], p["detail"])
-    return make_plan(fp, device=setup.train.device, time_budget=time_budget, fingerprint_file=FINGERPRINT_FILE), fp
+    return make_plan(fp, device=setup.train.device, time_budget=time_budget, fingerprint_file=FINGERPRINT_FILE,
+                     val_cases=expected_val_cases(setup, fp["num_cases"])), fp
+
+
+def expected_val_cases(setup, num_cases: int) -> int:
+    """How many cases the setup's split will validate on: the split file's ``val`` list, else the
+    ``--split`` share of its ``train`` list (or of every case); the plan sizes validation by it."""
+    fr = setup.split
+    share = fr[1] / (fr[0] + fr[1]) if fr[0] + fr[1] > 0 else 0.0
+    if setup.split_file:
+        try:
+            raw = json.loads(Path(setup.split_file).read_text(encoding="utf-8"))
+            if isinstance(raw.get("val"), list):
+                return len(raw["val"])
+            return round(len(raw.get("train") or []) * share)
+        except (OSError, ValueError, AttributeError):
+            pass  # an unreadable split file is reported when training reads it
+    return round(num_cases * fr[1])
 
 
 def plan_setup(setup, plan: Plan, given: set[str], plan_source: str = "made from the data"):

@@ -18,7 +18,7 @@ from medseg.data.dataset2d import DataOptions2D, Dataset2D, load_samples, prepar
 from medseg.data.labels import LabelScheme
 from medseg.data.preprocess2d import Preprocess2D
 from medseg.data.sampling import PatchSampler
-from medseg.data.split import complete_split, read_split_file, split_cases
+from medseg.data.split import case_aliases, complete_split, read_split_file, split_cases
 from medseg.errors import ConfigError, DataError
 from medseg.io.atomic import write_json
 from medseg.models import create_model
@@ -64,13 +64,19 @@ def auto_patch_size(sizes: list[tuple[int, int]], divisor: int = 16, cap: int = 
 
 
 def _split(ds: Dataset2D, fractions, seed: int, split_file: str | None = None) -> dict[str, list[str]]:
+    """The split: a split file; else the official one that folders named ``train``/``test`` give (validation
+    drawn from training when there is no ``val`` folder); else seeded, group-aware fractions."""
     keys = [c.key for c in ds.cases]
-    groups = [c.group for c in ds.cases]
+    groups = dict(zip(keys, (c.group for c in ds.cases)))
     if split_file:
-        aliases = {name: c.key for c in ds.cases for name in (c.image.stem, c.image.name)}
-        split = read_split_file(split_file, keys, aliases)
-        return complete_split(split, dict(zip(keys, groups)), fractions, seed)
-    return split_cases(keys, groups, fractions=fractions, seed=seed)
+        return complete_split(read_split_file(split_file, keys, case_aliases(ds.cases, ds.root)), groups, fractions, seed)
+    if any(c.subset for c in ds.cases):
+        by_folder = {s: [c.key for c in ds.cases if (c.subset or "train") == s] for s in ("train", "val", "test")}
+        log.info("the folders give the split: %d training, %d validation, %d test cases%s", len(by_folder["train"]),
+                 len(by_folder["val"]), len(by_folder["test"]),
+                 "" if by_folder["val"] else " (validation is drawn from the training cases)")
+        return complete_split({**by_folder, "val": by_folder["val"] or None}, groups, fractions, seed)
+    return split_cases(keys, list(groups.values()), fractions=fractions, seed=seed)
 
 
 def _load(cases, pre: Preprocess2D, scheme: LabelScheme) -> list:
@@ -154,7 +160,7 @@ def setup_from_run(run_dir: str | Path) -> TrainSetup2D:
     return TrainSetup2D(
         data=info["data"], out=str(run_dir), data_options=DataOptions2D(**info["data_options"]),
         preprocess=Preprocess2D.from_json(info["preprocess"]), split=tuple(split["fractions"]), split_seed=split["seed"],
-        split_file=str(run_dir / "split.json") if split.get("file") else None,
+        split_file=str(run_dir / "split.json"),  # the run's own split, whatever made it
         model=info["model"]["name"], model_kwargs={k: v for k, v in info["model"].items() if k != "name"},
         train=TrainConfig.from_json(info["train"]), auto_patch=False,
     )

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medseg.data.split import evenly_spaced
 from medseg.evaluation.overlap import OverlapMetric, mean_foreground, scores_from_confusion
 from medseg.inference.sliding_window import predict_probabilities
 from medseg.training.losses import soft_dice_loss
@@ -35,13 +36,6 @@ def validation_loss(probs: torch.Tensor, target: torch.Tensor) -> float:
     # soft_dice_loss takes logits; log-probabilities give back the same softmax
     dice = soft_dice_loss(log_probs, target[None])
     return float(ce + dice)
-
-
-def evenly_spaced(n: int, k: int | None) -> list[int]:
-    """``k`` indices spread evenly over ``range(n)`` (all of them when ``k`` is ``None`` or ``>= n``)."""
-    if k is None or k >= n:
-        return list(range(n))
-    return sorted({int(round(i)) for i in np.linspace(0, n - 1, max(1, k))})
 
 
 class Validator:
@@ -104,7 +98,7 @@ class Validator:
         load the better into ``model`` and say which (``{"kept": "best" | "final", ...}``)."""
         final = self.run(model, whole=True)
         out: dict[str, Any] = {"cases": len(self.cases), "subset": len(self.epoch_cases), "monitor": monitor,
-                               "final": final.get(monitor)}
+                               "final": final.get(monitor), "best": None}
         if best_state is None:
             return {**out, "kept": "final"}
         end_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -55,6 +55,7 @@ class RunContents:
     fingerprint: dict | None = None
     history: list[dict] = field(default_factory=list)
     train_state: dict | None = None
+    final_choice: dict | None = None  #: validation.json: the final model chosen on the whole validation split
     summary: dict | None = None
     per_case: PerCaseTable | None = None
     cases: dict[str, dict] | None = None
@@ -149,6 +150,8 @@ def read_run_contents(run_dir: str | Path, evaluation: str | Path | None = None)
     for name in ("plan", "fingerprint"):
         obj = _read_json(run_dir / f"{name}.json", c.notes)
         setattr(c, name, obj if isinstance(obj, (dict, list)) else None)
+    choice = _read_json(run_dir / "validation.json", c.notes)
+    c.final_choice = choice if isinstance(choice, dict) else None
     try:
         c.history = read_history(run_dir / "history.csv")
     except (OSError, ValueError, KeyError, TypeError) as e:

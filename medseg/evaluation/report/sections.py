@@ -214,6 +214,11 @@ def training_section(c: RunContents) -> Section:
         outcome = [("epochs run", (s["epoch"] + 1) if isinstance(s.get("epoch"), int) else None),
                    ("time (s)", s.get("elapsed")), ("finished", s.get("finished")), ("stopped by", s.get("stopped_by")),
                    ("best epoch", s.get("best_epoch")), (f"best {monitor}", s.get("best"))]
+        if c.final_choice:
+            f = c.final_choice
+            outcome += [("epochs validated on", f"a fixed {f.get('subset')} of the {f.get('cases')} validation cases"),
+                        ("final model", f"{'the best checkpoint' if f.get('kept') == 'best' else 'the weights at the end'}, "
+                                        f"chosen on all {f.get('cases')} validation cases")]
         body.append(heading("Outcome") + kv_table((k, v) for k, v in outcome if v is not None))
     if isinstance(info.get("train"), dict):
         body.append(heading("Training configuration") + kv_table((k, v) for k, v in info["train"].items() if v not in ({}, [])))
