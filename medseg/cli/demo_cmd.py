@@ -29,10 +29,10 @@ def demo(
     from medseg.evaluation.plots import image_label_grid
     from medseg.inference.predictor import Predictor2D
     from medseg.io import read_image
+    from medseg.runfolder.split import read_split
     from medseg.training.config import TrainConfig
     from medseg.units import parse_duration
     from medseg.training.run2d import TrainSetup2D, train_2d
-    import json
     import shutil
 
     data, run, preds = out / "data", out / "run", out / "predictions"
@@ -61,8 +61,7 @@ def demo(
 
     report = write_report(run)
     console.rule("5/5 predict")
-    split = json.loads((run / "split.json").read_text())
-    files = [Path(e["image"]) for e in split["test"][:4]]
+    files = [e.images[0] for e in read_split(run)["test"][:4]]
     written, _ = Predictor2D.from_run(run).predict_files(files, preds, fmt="color")
     console.print(f"masks and overlays of {len(written)} test slices in {preds}", highlight=False)
     console.rule("done")

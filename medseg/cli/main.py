@@ -58,6 +58,9 @@ def _register() -> None:
     app.command("plan")(plan_cmds.plan)
     app.command("calibrate")(calibrate_cmd.calibrate)
     app.command("report")(report_cmd.report)
+    from medseg.cli import relocate_cmd
+
+    app.command("relocate")(relocate_cmd.relocate)
 
 
 _register()

@@ -13,7 +13,6 @@ bins, and ``RUN/calibration_reliability.png`` (before | after).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from medseg.evaluation.calibration import DEFAULT_BINS, ReliabilityAccumulator, 
 from medseg.io import ImageData, read_image
 from medseg.io.atomic import write_json
 from medseg.runfolder import CALIBRATION_FILE, read_run_info
+from medseg.runfolder.split import SPLIT_FILE, SplitEntry, check_files, read_split
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,13 @@ class LabelledCase:
     region: np.ndarray | None = None
 
 
-def split_entries(run_dir: Path, subset: str) -> list[dict]:
-    """The entries of ``split.json``'s ``subset`` (``train``/``val``/``test``); an empty one is an error."""
-    path = Path(run_dir) / "split.json"
-    if not path.is_file():
-        raise RunFolderError("the run folder has no split.json", path=run_dir)
-    entries = json.loads(path.read_text()).get(subset) or []
+def split_entries(run_dir: Path, subset: str) -> list[SplitEntry]:
+    """The entries of the run's ``subset`` (``train``/``val``/``test``), files checked; an empty one is an error."""
+    entries = read_split(run_dir)[subset]
     if not entries:
-        raise RunFolderError(f"the run's split has no '{subset}' cases", path=path,
+        raise RunFolderError(f"the run's split has no '{subset}' cases", path=Path(run_dir) / SPLIT_FILE,
                              hint="train with a validation split (e.g. --split 60/20/20 or a --split-file with 'val')")
+    check_files(entries, run_dir)
     return entries
 
 
@@ -69,18 +67,18 @@ def labelled_cases(run_dir: str | Path, subset: str = "val") -> Iterator[Labelle
 
         values, channels = tuple(scheme.codes), int(info["dataset"]["num_channels"])
         for e in entries:
-            case = VolumeCase(e["key"], tuple(Path(p) for p in e["images"]), Path(e["label"]), values, channels)
+            case = VolumeCase(e.key, e.images, e.labels[0], values, channels)
             image, label = load_case(case, labels=values)
-            yield LabelledCase(e["key"], image, class_ids(label.array[0], scheme))
+            yield LabelledCase(e.key, image, class_ids(label.array[0], scheme))
     else:
         from medseg.data.dataset2d import read_fov
         from medseg.data.labels import read_mask
 
         for e in entries:
-            image = read_image(e["image"])
-            truth = read_mask([Path(m) for m in e["masks"]], scheme)
-            region = read_fov(Path(e["fov"]), image.spatial_shape) if e.get("fov") else None
-            yield LabelledCase(e["key"], image, truth, region)
+            image = read_image(e.images[0])
+            truth = read_mask(list(e.labels), scheme)
+            region = read_fov(e.fov, image.spatial_shape) if e.fov else None
+            yield LabelledCase(e.key, image, truth, region)
 
 
 def load_predictor(run_dir: str | Path, *, mirror: bool = False, calibration: bool = False, device: str = "auto"):

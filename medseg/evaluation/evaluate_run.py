@@ -40,6 +40,7 @@ from medseg.evaluation.overlap import confusion_matrix, scores_from_confusion
 from medseg.inference.predictor import Predictor2D
 from medseg.io import read_image, write_image
 from medseg.runfolder import read_run_info
+from medseg.runfolder.split import check_files, read_split
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,12 @@ __all__ = ["evaluate_run", "write_rows_csv"]
 
 
 def _test_cases(run_dir: Path) -> list[Case2D]:
-    import json
-
-    split = json.loads((run_dir / "split.json").read_text())
-    cases = [Case2D(e["key"], Path(e["image"]), tuple(Path(m) for m in e["masks"]),
-                    Path(e["fov"]) if e.get("fov") else None, e.get("group")) for e in split.get("test", [])]
-    if not cases:
+    entries = read_split(run_dir)["test"]
+    if not entries:
         raise RunFolderError("the run's split has no test images", path=run_dir,
                              hint="evaluate on a labelled folder with --data DIR")
-    return cases
+    check_files(entries, run_dir)
+    return [Case2D(e.key, e.images[0], e.labels, e.fov, e.group) for e in entries]
 
 
 def _one_or_list(paths) -> str | list[str]:

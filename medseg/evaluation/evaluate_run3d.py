@@ -17,7 +17,6 @@ the case's original grid) and ``cases.json`` (``{case: {"image": [channel paths]
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,18 +33,19 @@ from medseg.evaluation.outputs import spacing_text, summarize, write_cases_json,
 from medseg.evaluation.overlap import confusion_matrix, scores_from_confusion
 from medseg.inference.predictor3d import Predictor3D
 from medseg.io import write_image
+from medseg.runfolder.split import check_files, read_split
 
 log = logging.getLogger(__name__)
 
 
 def split_cases_of_run(run_dir: Path, values: tuple[int, ...], num_channels: int) -> tuple[list[VolumeCase], str]:
     """The run's test cases, or its validation cases when there is no test split."""
-    split = json.loads((run_dir / "split.json").read_text())
+    split = read_split(run_dir)
     for subset in ("test", "val"):
-        entries = split.get(subset) or []
+        entries = split[subset]
         if entries:
-            cases = [VolumeCase(e["key"], tuple(Path(p) for p in e["images"]), Path(e["label"]) if e.get("label") else None,
-                                values, num_channels) for e in entries]
+            check_files(entries, run_dir)
+            cases = [VolumeCase(e.key, e.images, e.labels[0] if e.labels else None, values, num_channels) for e in entries]
             return cases, f"{subset} split"
     raise RunFolderError("the run's split has no test or validation cases", path=run_dir,
                          hint="evaluate on a labelled dataset folder with --data DIR")

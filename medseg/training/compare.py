@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import json
 import logging
 import math
 import time
@@ -37,6 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from medseg.runfolder.split import read_split
 from medseg.errors import ConfigError, RunFolderError
 from medseg.io.atomic import atomic_path, write_json, write_text
 
@@ -240,13 +240,13 @@ def inference_ms(run_dir: str | Path, test_data: str | Path | None = None):
     if test_data is not None:
         from medseg.data.discovery import discover_cases
 
-        entries = [{"key": c.key, "image": str(c.image)} for c in discover_cases(Path(test_data), require_masks=True)]
+        entries = [(c.key, c.image) for c in discover_cases(Path(test_data), require_masks=True)]
     else:
-        entries = json.loads((run_dir / "split.json").read_text()).get("test", [])
+        entries = [(e.key, e.images[0]) for e in read_split(run_dir)["test"]]
     if not entries:
         raise RunFolderError("the run's split has no test images", path=run_dir)
     predictor = Predictor2D.from_run(run_dir)
-    images = [read_image(Path(e["image"])) for e in entries]
+    images = [read_image(path) for _, path in entries]
     predictor.predict(images[0])  # warm-up: first-call allocations, kernel selection
     sync = _synchronizer(predictor.device)
     sync()
@@ -254,7 +254,7 @@ def inference_ms(run_dir: str | Path, test_data: str | Path | None = None):
     for img in images:
         predictor.predict(img)
     sync()
-    return (time.perf_counter() - t0) * 1000.0 / len(images), predictor, [e["key"] for e in entries]
+    return (time.perf_counter() - t0) * 1000.0 / len(images), predictor, [key for key, _ in entries]
 
 
 def _synchronizer(device) -> Callable[[], None]:

@@ -20,9 +20,9 @@ from medseg.data.preprocess2d import Preprocess2D
 from medseg.data.sampling import PatchSampler
 from medseg.data.split import case_aliases, complete_split, read_split_file, split_cases
 from medseg.errors import ConfigError, DataError
-from medseg.io.atomic import write_json
 from medseg.models import create_model
 from medseg.runfolder import check_new_run_folder, write_run_info
+from medseg.runfolder.split import SplitEntry, write_split
 from medseg.runtime import distributed
 from medseg.training.config import TrainConfig
 from medseg.runtime.device import resolve_device
@@ -110,12 +110,10 @@ def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bo
 
     if distributed.is_main():  # rank 0 alone writes (DDP)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "split.json", {
-            "fractions": list(setup.split), "seed": setup.split_seed,
-            **{name: [{"key": k, "image": str(by_key[k].image), "masks": [str(m) for m in by_key[k].masks],
-                       "fov": str(by_key[k].fov) if by_key[k].fov else None, "group": by_key[k].group} for k in keys]
-               for name, keys in split.items()},
-        })
+        write_split(out, setup.data, {name: [SplitEntry(k, (by_key[k].image,), by_key[k].masks, by_key[k].fov, by_key[k].group)
+                                             for k in keys] for name, keys in split.items()},
+                    fractions=list(setup.split), seed=setup.split_seed,
+                    file=str(Path(setup.split_file).resolve()) if setup.split_file else None)
         save_labels_json(out / "labels.json", ds.scheme, ds.display_colors)
         write_run_info(out, {
             "task": "segmentation2d",

@@ -15,7 +15,6 @@ batch size 2 on a CPU (4 on a GPU). Strides and kernel sizes follow
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,10 +38,10 @@ from medseg.data.preprocess3d import Preprocess3D
 from medseg.data.sampling import PatchSampler
 from medseg.data.split import complete_split, read_split_file, split_cases
 from medseg.errors import ConfigError
-from medseg.io.atomic import write_json
 from medseg.models import create_model
 from medseg.planning.topology import plan_topology
 from medseg.runfolder import RUN_FILE, check_new_run_folder, read_run_info, write_run_info
+from medseg.runfolder.split import SplitEntry, write_split
 from medseg.runtime import distributed
 from medseg.training.config import TrainConfig
 from medseg.runtime.device import resolve_device
@@ -143,8 +142,8 @@ def _split(setup: TrainSetup3D, cases: list[VolumeCase]) -> dict[str, list[str]]
     return split_cases(keys, [None] * len(keys), fractions=setup.split, seed=setup.split_seed)
 
 
-def _case_entry(case: VolumeCase) -> dict:
-    return {"key": case.key, "images": [str(p) for p in case.images], "label": str(case.label) if case.label else None}
+def _case_entry(case: VolumeCase) -> SplitEntry:
+    return SplitEntry(case.key, case.images, (case.label,) if case.label else ())
 
 
 def train_3d(setup: TrainSetup3D, callbacks: Callbacks | None = None, resume: bool = False) -> TrainResult:
@@ -189,11 +188,11 @@ def train_3d(setup: TrainSetup3D, callbacks: Callbacks | None = None, resume: bo
 
     if distributed.is_main():  # rank 0 alone writes (DDP)
         out.mkdir(parents=True, exist_ok=True)
-        previous = json.loads((out / RUN_FILE).read_text()) if resume and (out / RUN_FILE).is_file() else {}
+        previous = read_run_info(out, require_model=False) if resume and (out / RUN_FILE).is_file() else {}
         split_info = previous.get("split") or {"file": str(Path(setup.split_file).resolve()) if setup.split_file else None,
                                                "fractions": None if setup.split_file else list(setup.split),
                                                "seed": None if setup.split_file else setup.split_seed}
-        write_json(out / "split.json", {**split_info, **{name: [_case_entry(by_key[k]) for k in keys] for name, keys in split.items()}})
+        write_split(out, setup.data, {name: [_case_entry(by_key[k]) for k in keys] for name, keys in split.items()}, **split_info)
         save_labels_json(out / "labels.json", scheme, scheme.colors())
         write_run_info(out, {
             "task": "segmentation3d",
@@ -206,7 +205,7 @@ def train_3d(setup: TrainSetup3D, callbacks: Callbacks | None = None, resume: bo
             "train": cfg.to_json(),
             "split": split_info,
             "counts": {k: len(v) for k, v in split.items()},
-            "cache_dir": str(cache.folder.resolve()),
+            "cache_dir": _relative_to_run(cache.folder, out),
         })
     log.info("training on %d cases, validating on %d (%d test); patch %s, batch %d, %d classes, %s %s",
              len(train_pp), len(val_pp), len(split["test"]), cfg.patch_size, cfg.batch_size, scheme.num_classes,
@@ -222,6 +221,12 @@ def train_3d(setup: TrainSetup3D, callbacks: Callbacks | None = None, resume: bo
     return result
 
 
+def _relative_to_run(folder: Path, run_dir: Path) -> str:
+    """``folder`` relative to the run folder when it lies inside it (so it moves with the run), else absolute."""
+    folder, run_dir = folder.resolve(), run_dir.resolve()
+    return folder.relative_to(run_dir).as_posix() if folder.is_relative_to(run_dir) else str(folder)
+
+
 def setup_from_run_3d(run_dir: str | Path) -> TrainSetup3D:
     """Rebuild the :class:`TrainSetup3D` of an existing 3D run (for ``--resume``): same split,
     preprocessing, patch, batch and network."""
@@ -231,6 +236,7 @@ def setup_from_run_3d(run_dir: str | Path) -> TrainSetup3D:
     return TrainSetup3D(
         data=info["data"], out=str(run_dir), split_file=str(run_dir / "split.json"),
         model=model.pop("name"), model_kwargs=model, train=TrainConfig.from_json(info["train"]),
-        auto_patch=False, auto_batch=False, cache_dir=info.get("cache_dir"),
+        auto_patch=False, auto_batch=False,
+        cache_dir=str(run_dir / info["cache_dir"]) if info.get("cache_dir") else None,  # relative: inside the run folder
         preprocess=Preprocess3D.from_json(info["preprocess"]),
     )
