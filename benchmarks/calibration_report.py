@@ -29,7 +29,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from medseg.evaluation.calibrate_run import labelled_cases, load_predictor, predict_probabilities_of  # noqa: E402
+from medseg.evaluation.calibrate_run import labelled_cases, load_predictor  # noqa: E402
 from medseg.evaluation.calibration import ReliabilityAccumulator, fit_temperature, nll, sample_voxels  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def predict_cases(run: Path, subset: str, predictor, max_voxels: int, rng: np.ra
     results = []
     k = predictor.scheme.num_classes
     for case in labelled_cases(run, subset):
-        pred = predict_probabilities_of(predictor, case.image, uncertainty=True)
+        pred = predictor.predict(case.image, probabilities=True, uncertainty=True)
         lg, y = sample_voxels(pred.probabilities, case.truth, case.region, max_voxels, rng)
         d = mean_dice(pred.probabilities.argmax(0), case.truth, k, case.region)
         results.append(CaseResult(case.key, lg, y, d, pred.uncertainty.score, pred.uncertainty.mean_entropy))

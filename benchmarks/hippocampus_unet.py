@@ -24,10 +24,10 @@ HIPPO = ROOT.parent / "shared" / "datasets" / "hippocampus"
 
 
 def predict_seconds(run: Path, mirror: bool, repeats: int = 5) -> float:
-    from medseg.inference.predictor3d import Predictor3D
+    from medseg.inference.predictor import Predictor
     from medseg.io import read_image
 
-    predictor = Predictor3D.from_run(run, mirror=mirror)
+    predictor = Predictor.from_run(run, mirror=mirror)
     image = read_image(HIPPO / "imagesTr" / "hippocampus_015.nii.gz")
     predictor.predict(image)  # warm-up
     times = []

@@ -17,7 +17,7 @@ from medseg.data.labels import LabelScheme
 from medseg.data.layouts import is_volume_dataset
 from medseg.data.preprocess3d import Preprocess3D
 from medseg.errors import DataError
-from medseg.inference.predictor3d import Predictor3D
+from medseg.inference.predictor import Predictor
 from medseg.io import Geometry, ImageData, read_image, write_image
 from medseg.runfolder.history import read_history
 from medseg.training.run3d import auto_patch_size_3d, plan_unet_3d
@@ -105,12 +105,14 @@ def test_prediction_lands_on_the_input_grid():
         conv.weight[:] = torch.tensor([-10.0, 10.0]).view(2, 1, 1, 1, 1)
         conv.bias[:] = torch.tensor([5.0, -5.0])
     pre = Preprocess3D(target_spacing=(1.0, 1.0, 1.0), normalization="none")
-    predictor = Predictor3D(conv, pre, LabelScheme("index", [0, 4], ["background", "blob"]), (32, 32, 32), device="cpu")
+    predictor = Predictor(conv, pre, LabelScheme("index", [0, 4], ["background", "blob"]), (32, 32, 32), device="cpu")
     geometry = Geometry(spacing, (3.0, -2.0, 5.0), oblique_direction())
     pred = predictor.predict(ImageData(image[None], geometry), probabilities=True)
-    assert pred.labels.shape == shape and pred.labels.dtype == np.uint8 and set(np.unique(pred.labels)) == {0, 4}
+    assert pred.labels.shape == shape and pred.labels.dtype == np.uint8 and set(np.unique(pred.labels)) == {0, 1}
+    values = predictor.scheme.encode(pred.labels)[0]  # what a prediction file holds: the label values
+    assert set(np.unique(values)) == {0, 4}
     truth = inside & (image > 0)
-    found = pred.labels == 4
+    found = values == 4
     assert 2 * np.sum(found & truth) / (found.sum() + truth.sum()) > 0.95
     assert pred.probabilities.shape == (2, *shape)
     np.testing.assert_allclose(pred.probabilities.sum(0), 1.0, atol=1e-5)
@@ -157,7 +159,7 @@ def test_prediction_runs_in_the_validated_precision_unless_told_not_to(blob_run,
 
     data, run = blob_run
     image = read_image(data / "imagesTr" / "case_000.nii.gz")
-    amp, fp32 = Predictor3D.from_run(run, mirror=True), Predictor3D.from_run(run, mirror=True, amp=False)
+    amp, fp32 = Predictor.from_run(run, mirror=True), Predictor.from_run(run, mirror=True, amp=False)
     assert amp.amp_dtype == amp_dtype_for(torch.device("cpu")) and fp32.amp_dtype is None
     a, b = amp.predict(image, probabilities=True), fp32.predict(image, probabilities=True)
     assert np.abs(a.probabilities - b.probabilities).max() < 0.05

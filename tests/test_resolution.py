@@ -114,14 +114,15 @@ def test_working_size_by_scale_and_long_side():
 def test_image_and_mask_go_to_the_working_size_and_back():
     pre = Preprocess2D(channels=1, long_side=50)
     image = np.random.default_rng(0).random((1, 80, 100)).astype(np.float32)
-    assert pre.image(image).shape == (1, 40, 50)
+    x, ctx = pre.image(image)
+    assert x.shape == (1, 40, 50) and ctx == (80, 100)
     mask = _disk(100, 30)[:80]
     small = pre.mask(mask)
     assert small.shape == (40, 50) and small.dtype == np.uint8
-    import torch
-
-    probs = torch.from_numpy(np.stack([1.0 - small, small]).astype(np.float32))
-    assert tuple(pre.restore(probs, (80, 100)).shape) == (2, 80, 100)
+    probs = np.stack([1.0 - small, small]).astype(np.float32)
+    ids, full = pre.restore(probs, ctx, probabilities=True)
+    assert ids.shape == (80, 100) and full.shape == (2, 80, 100)
+    assert abs(int(ids.sum()) - int(mask.sum())) < 0.05 * mask.sum()
 
 
 def test_shrinking_a_mask_keeps_each_class_area():

@@ -12,8 +12,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from medseg.inference.temperature import apply_temperature
-from medseg.inference.predictor import Predictor2D
-from medseg.inference.predictor3d import Predictor3D
+from medseg.inference.predictor import Predictor
 from medseg.io import read_image
 from tests.conftest import run_cli
 from tests.helpers2d import write_disc_dataset
@@ -77,9 +76,9 @@ def test_2d_calibrate_and_the_predictor_applies_it(run2d, tmp_path):
     run_cli("calibrate", run, "--tta")
     t = check_calibration_file(run)
     image = read_image(sorted((data / "images").glob("*.png"))[0])
-    raw = Predictor2D.from_run(run, calibration=False).predict(image)
-    cal = Predictor2D.from_run(run).predict(image)
-    assert Predictor2D.from_run(run).temperature == pytest.approx(t)
+    raw = Predictor.from_run(run, calibration=False).predict(image, probabilities=True)
+    cal = Predictor.from_run(run).predict(image, probabilities=True)
+    assert Predictor.from_run(run).temperature == pytest.approx(t)
     np.testing.assert_array_equal(cal.labels, raw.labels)
     np.testing.assert_allclose(cal.probabilities, apply_temperature(raw.probabilities, t), atol=1e-5)
 
@@ -105,8 +104,8 @@ def test_3d_calibrate_and_the_predictor_applies_it(run3d):
     run_cli("calibrate", run)
     t = check_calibration_file(run)
     image = read_image(data / "imagesTr" / "case_000.nii.gz")
-    raw = Predictor3D.from_run(run, calibration=False).predict(image, probabilities=True)
-    cal = Predictor3D.from_run(run).predict(image, probabilities=True, uncertainty=True)
+    raw = Predictor.from_run(run, calibration=False).predict(image, probabilities=True)
+    cal = Predictor.from_run(run).predict(image, probabilities=True, uncertainty=True)
     np.testing.assert_array_equal(cal.labels, raw.labels)
     np.testing.assert_allclose(cal.probabilities, apply_temperature(raw.probabilities, t), atol=1e-5)
     assert cal.entropy.shape == cal.labels.shape and cal.uncertainty.region_voxels >= int((cal.labels > 0).sum())

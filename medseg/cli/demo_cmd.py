@@ -27,7 +27,7 @@ def demo(
     from medseg.data.preprocess2d import Preprocess2D
     from medseg.evaluation.evaluate_run import evaluate_run
     from medseg.evaluation.plots import image_label_grid
-    from medseg.inference.predictor import Predictor2D
+    from medseg.inference.predictor import Predictor
     from medseg.io import read_image
     from medseg.runfolder.split import read_split
     from medseg.training.config import TrainConfig
@@ -62,7 +62,7 @@ def demo(
     report = write_report(run)
     console.rule("5/5 predict")
     files = [e.images[0] for e in read_split(run)["test"][:4]]
-    written, _ = Predictor2D.from_run(run).predict_files(files, preds, fmt="color")
+    written, _ = Predictor.from_run(run).predict_files(files, preds, fmt="color")
     console.print(f"masks and overlays of {len(written)} test slices in {preds}", highlight=False)
     console.rule("done")
     console.print(

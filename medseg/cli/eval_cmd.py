@@ -35,7 +35,7 @@ def _with_ci(stat: dict | None, digits: int = 3) -> str:
 
 def print_summary(summary: dict) -> None:
     """A short table: per class Dice (and, where computed, HD95 and NSD with CIs), the mean, the accuracy."""
-    if summary.get("task") == "segmentation3d":
+    if _is_3d(summary):
         title = f"{summary['images']} cases ({summary['source']})"
     elif summary.get("task") == "evaluation":
         title = f"{summary['images']} cases: {summary['source']}"
@@ -60,7 +60,7 @@ def print_summary(summary: dict) -> None:
     blank = [""] * (len(cols) - 2)
     table.add_row("[bold]mean[/]", escape(_with_ci(summary["mean_dice"]) if units else _fmt(summary["mean_dice"])), *blank)
     if "accuracy" in summary:
-        table.add_row("voxel accuracy" if summary.get("task") == "segmentation3d" else "pixel accuracy",
+        table.add_row("voxel accuracy" if _is_3d(summary) else "pixel accuracy",
                       escape(_fmt(summary["accuracy"])), *blank)
     console.print(table)
 
@@ -86,7 +86,7 @@ def evaluate(
             raise ConfigError("--labels applies to `medseg evaluate PRED_DIR GT_DIR`; a run knows its labels")
         run = paths[0]
         summary = evaluate_run(run, data, fov=fov, out=out, mirror=tta, tolerance=tolerance)
-        files = "per_case.csv" if summary.get("task") == "segmentation3d" else "per_image.csv, overlays/"
+        files = "per_case.csv" if _is_3d(summary) else "per_image.csv, overlays/"
         where = out or run / "evaluation"
     elif len(paths) == 2:
         from medseg.evaluation.evaluate_dirs import evaluate_dirs
@@ -106,3 +106,8 @@ def evaluate(
         from medseg.evaluation.report import write_report
 
         console.print(f"report: {write_report(paths[0], evaluation=where)}", highlight=False)
+
+
+def _is_3d(summary: dict) -> bool:
+    """Whether a summary is of volumes (``dims``; summaries before it named the task)."""
+    return summary.get("dims") == 3 or str(summary.get("task", "")).endswith("3d")

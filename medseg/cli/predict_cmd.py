@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from medseg.cli.main import console
-from medseg.errors import ConfigError, DataError
 
 
 def predict(
@@ -17,7 +16,7 @@ def predict(
     format: str = typer.Option("native", help="2D: native (the training masks' encoding) | index (class ids) | color."),
     overlay: bool = typer.Option(True, help="2D: also write <name>_overlay.png."),
     tta: bool = typer.Option(False, help="Mirroring test-time augmentation."),
-    save_probabilities: bool = typer.Option(False, help="3D: also write <case>_probabilities (one channel per class)."),
+    save_probabilities: bool = typer.Option(False, help="Also write the class probabilities: 3D <case>_probabilities (one channel per class, on the input grid), 2D <name>_probabilities.npy (float32, K x H x W)."),
     uncertainty: bool = typer.Option(False, help="Also write each input's entropy map (3D: <case>_entropy, float32 on the input grid; "
                                      "2D: <name>_entropy.png 8-bit 0..255 and <name>_entropy.npy float32; 0 certain, 1 uniform) "
                                      "and uncertainty.csv with a per-case score. Implies --tta."),
@@ -28,36 +27,13 @@ def predict(
                              "validation did; --no-amp: float32 throughout."),
 ) -> None:
     """Predict a mask per image, at the image's original size (3D: exactly on the input's grid)."""
-    from medseg.runfolder import read_run_info
+    from medseg.inference.predictor import Predictor
 
     tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
-
-    if read_run_info(run).get("task") == "segmentation3d":
-        from medseg.inference.predictor3d import Predictor3D
-
-        predictor3d = Predictor3D.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp)
-        written, failed = predictor3d.predict_files(inputs, out, save_probabilities=save_probabilities, uncertainty=uncertainty)
-        _report(written, failed, out, "label maps", uncertainty)
-        return
-    if save_probabilities:
-        raise ConfigError("--save-probabilities applies to 3D runs only", path=run)
-    from medseg.data.discovery import list_image_files
-    from medseg.inference.predictor import Predictor2D
-
-    files: list[Path] = []
-    for p in inputs:
-        if p.is_dir():
-            found = list_image_files(p)
-            if not found:
-                raise DataError("no images in this folder", path=p)
-            files += found
-        elif p.exists():
-            files.append(p)
-        else:
-            raise DataError("input not found", path=p)
-    predictor = Predictor2D.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp)
-    written2d, failed2d = predictor.predict_files(files, out, fmt=format, overlays=overlay, uncertainty=uncertainty)
-    _report(written2d, failed2d, out, "masks", uncertainty)
+    predictor = Predictor.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp)
+    written, failed = predictor.predict_files(inputs, out, fmt=format, overlays=overlay, save_probabilities=save_probabilities,
+                                              uncertainty=uncertainty)
+    _report(written, failed, out, "masks" if predictor.dims == 2 else "label maps", uncertainty)
 
 
 def _report(written: list, failed: list, out: Path, what: str, uncertainty: bool = False) -> None:

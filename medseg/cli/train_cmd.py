@@ -71,7 +71,7 @@ def train(
     from medseg.data.layouts import is_volume_dataset
     from medseg.data.preprocess2d import Preprocess2D
     from medseg.data.split import parse_fractions
-    from medseg.runfolder import read_run_info
+    from medseg.runfolder import read_run_info, run_task
     from medseg.runtime import distributed
     from medseg.training.config import TrainConfig
     from medseg.units import parse_duration
@@ -81,7 +81,7 @@ def train(
     distributed.init_from_env(device)  # a no-op unless launched by torchrun
     if resume is not None:
         task = read_run_info(resume, require_model=False).get("task")
-        setup = setup_from_run_3d(resume) if task == "segmentation3d" else setup_from_run(resume)
+        setup = setup_from_run_3d(resume) if task == run_task(3) else setup_from_run(resume)
     else:
         if data is None or out is None:
             raise ConfigError("give a data folder and --out RUN (or --resume RUN)", hint="medseg train DATA --out RUN")

@@ -164,7 +164,7 @@ def load_sample(case: Case2D, pre: Preprocess2D, scheme: LabelScheme | None, wit
             )
         label = pre.mask(raw)
     fov = read_fov(case.fov, size) if case.fov is not None else None
-    return Sample2D(case.key, pre.image(img.array), label, size, fov, raw if with_raw else None)
+    return Sample2D(case.key, pre.image(img.array)[0], label, size, fov, raw if with_raw else None)
 
 
 def load_samples(cases: list[Case2D], pre: Preprocess2D, scheme: LabelScheme | None, with_raw: bool = False,

@@ -2,7 +2,8 @@
 
 The same :class:`Preprocess2D` object (saved in the run folder) is applied at
 training and at prediction, and :meth:`Preprocess2D.restore` maps a prediction
-back to the image's original size.
+back to the image's original size: the interface :class:`~medseg.data.preprocess3d.Preprocess3D`
+has too (``image(array, spacing) -> (x, context)``, ``restore(probabilities, context)``).
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ class Preprocess2D:
             return (int(shape[0]), int(shape[1]))
         return (max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor)))
 
-    def image(self, arr: np.ndarray) -> np.ndarray:
-        """(C,H,W) raw → float32 (channels, h, w) network input."""
+    def image(self, arr: np.ndarray, spacing=None) -> tuple[np.ndarray, tuple[int, int]]:
+        """(C,H,W) raw → (float32 (channels, h, w) network input, the original size (H, W) to restore to).
+        ``spacing`` is not used: 2D image files carry no trustworthy pixel size."""
         full = _pixel_range(arr) if self.normalize == "rgb" else 1.0
         x = to_channels(arr, self.channels).astype(np.float32)
         if self.normalize == "rgb":
@@ -110,7 +112,7 @@ class Preprocess2D:
         if tuple(x.shape[1:]) != size:
             t = torch.from_numpy(np.ascontiguousarray(x))[None]
             x = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)[0].numpy()
-        return self._normalize(x)
+        return self._normalize(x), (int(arr.shape[-2]), int(arr.shape[-1]))
 
     def _normalize(self, x: np.ndarray) -> np.ndarray:  # "rgb" is scaled in image(), from the pixel type
         if self.normalize == "zscore":
@@ -135,11 +137,13 @@ class Preprocess2D:
             return F.interpolate(t, size=size, mode="nearest-exact")[0, 0].numpy()
         return area_fractions(t[0, 0].long(), int(labels.max()) + 1, size).argmax(0).to(torch.uint8).numpy()
 
-    def restore(self, probs: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
-        """Class probabilities (K,h,w) at network size → (K,H,W) at the original size."""
-        if tuple(probs.shape[1:]) == tuple(original_size):
-            return probs
-        return F.interpolate(probs[None], size=tuple(original_size), mode="bilinear", align_corners=False)[0]
+    def restore(self, probs: np.ndarray, ctx: tuple[int, int], probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities (K,h,w) at the working size → (class ids (H,W) uint8 at the original size ``ctx``,
+        the probabilities (K,H,W) there when ``probabilities``), resampled bilinearly."""
+        full = np.asarray(probs, dtype=np.float32)
+        if tuple(full.shape[1:]) != tuple(ctx):
+            full = F.interpolate(torch.from_numpy(full)[None], size=tuple(ctx), mode="bilinear", align_corners=False)[0].numpy()
+        return full.argmax(0).astype(np.uint8), (full if probabilities else None)
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -16,89 +16,37 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import RunFolderError
 from medseg.evaluation.calibration import DEFAULT_BINS, ReliabilityAccumulator, fit_temperature, nll, plot_reliability, sample_voxels
-from medseg.io import ImageData, read_image
+from medseg.evaluation.cases import LabelledCase, read_case, run_cases
+from medseg.inference.predictor import Predictor
 from medseg.io.atomic import write_json
-from medseg.runfolder import CALIBRATION_FILE, read_run_info
-from medseg.runfolder.split import SPLIT_FILE, SplitEntry, check_files, read_split
+from medseg.runfolder import CALIBRATION_FILE, read_run_info, run_dims
 
 log = logging.getLogger(__name__)
 
 RELIABILITY_PNG = "calibration_reliability.png"
 
 
-@dataclass
-class LabelledCase:
-    """One labelled case of a run's split: the image, its class ids ``(*S)`` and an optional region ``(*S)``."""
-
-    key: str
-    image: ImageData
-    truth: np.ndarray
-    region: np.ndarray | None = None
-
-
-def split_entries(run_dir: Path, subset: str) -> list[SplitEntry]:
-    """The entries of the run's ``subset`` (``train``/``val``/``test``), files checked; an empty one is an error."""
-    entries = read_split(run_dir)[subset]
-    if not entries:
-        raise RunFolderError(f"the run's split has no '{subset}' cases", path=Path(run_dir) / SPLIT_FILE,
-                             hint="train with a validation split (e.g. --split 60/20/20 or a --split-file with 'val')")
-    check_files(entries, run_dir)
-    return entries
-
-
 def labelled_cases(run_dir: str | Path, subset: str = "val") -> Iterator[LabelledCase]:
-    """Read the cases of ``subset`` one at a time, 2D or 3D as the run was trained."""
-    run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    entries = split_entries(run_dir, subset)
+    """Read the cases of ``subset`` one at a time, as the run was trained (2D or 3D)."""
     from medseg.data.labels import LabelScheme
 
-    scheme = LabelScheme.from_json(info["labels"])
-    if info.get("task") == "segmentation3d":
-        from medseg.data.dataset3d import class_ids
-        from medseg.data.layouts import VolumeCase, load_case
-
-        values, channels = tuple(scheme.codes), int(info["dataset"]["num_channels"])
-        for e in entries:
-            case = VolumeCase(e.key, e.images, e.labels[0], values, channels)
-            image, label = load_case(case, labels=values)
-            yield LabelledCase(e.key, image, class_ids(label.array[0], scheme))
-    else:
-        from medseg.data.dataset2d import read_fov
-        from medseg.data.labels import read_mask
-
-        for e in entries:
-            image = read_image(e.images[0])
-            truth = read_mask(list(e.labels), scheme)
-            region = read_fov(e.fov, image.spatial_shape) if e.fov else None
-            yield LabelledCase(e.key, image, truth, region)
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    entries, _ = run_cases(run_dir, (subset,))
+    scheme, dims = LabelScheme.from_json(info["labels"]), run_dims(info)
+    channels = (info.get("dataset") or {}).get("num_channels") if dims == 3 else None
+    for e in entries:
+        yield read_case(e, scheme, dims, channels)
 
 
-def load_predictor(run_dir: str | Path, *, mirror: bool = False, calibration: bool = False, device: str = "auto"):
-    """The run's 2D or 3D predictor (by default uncalibrated, to fit or compare against)."""
-    if read_run_info(run_dir).get("task") == "segmentation3d":
-        from medseg.inference.predictor3d import Predictor3D
-
-        return Predictor3D.from_run(run_dir, mirror=mirror, device=device, calibration=calibration)
-    from medseg.inference.predictor import Predictor2D
-
-    return Predictor2D.from_run(run_dir, mirror=mirror, device=device, calibration=calibration)
-
-
-def predict_probabilities_of(predictor, image: ImageData, uncertainty: bool = False):
-    """The predictor's result with probabilities ``(K, *S)`` on the image's grid, 2D or 3D."""
-    from medseg.inference.predictor3d import Predictor3D
-
-    if isinstance(predictor, Predictor3D):
-        return predictor.predict(image, probabilities=True, uncertainty=uncertainty)
-    return predictor.predict(image, uncertainty=uncertainty)
+def load_predictor(run_dir: str | Path, *, mirror: bool = False, calibration: bool = False, device: str = "auto") -> Predictor:
+    """The run's predictor (by default uncalibrated, to fit or compare against)."""
+    return Predictor.from_run(run_dir, mirror=mirror, device=device, calibration=calibration)
 
 
 def reliability_of_sample(logits: np.ndarray, labels: np.ndarray, temperature: float, bins: int) -> ReliabilityAccumulator:
@@ -140,7 +88,7 @@ def calibrate_run(
     rng = np.random.default_rng(seed)
     logits, labels, keys = [], [], []
     for case in labelled_cases(run_dir, "val"):
-        probs = predict_probabilities_of(predictor, case.image).probabilities
+        probs = predictor.predict(case.image, probabilities=True).probabilities
         lg, y = sample_voxels(probs, case.truth, case.region, max_voxels, rng)
         logits.append(lg)
         labels.append(y)

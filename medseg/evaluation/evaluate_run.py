@@ -1,22 +1,23 @@
-"""Evaluate a trained run on its held-out test split or on another labelled folder.
+"""Evaluate a trained run, 2D or 3D, on its held-out cases or on another labelled folder.
 
-Per image and class: every metric of :mod:`medseg.evaluation.metrics` (Dice, IoU,
-precision, sensitivity, volume difference, HD95, NSD at ``tolerance``), in pixels
-(2D image files carry no trustworthy pixel size); per image: pixel accuracy. A
-field-of-view mask, when the data has one, restricts every metric to the pixels
-inside it (outside, prediction and truth both count as background).
+Per case and class: every metric of :mod:`medseg.evaluation.metrics` (Dice, IoU, precision,
+sensitivity, volume difference, HD95, NSD at ``tolerance``), with each case's own voxel spacing in
+mm for volumes and in pixels for 2D image files (which carry no trustworthy pixel size); per case:
+voxel or pixel accuracy. A 2D field-of-view mask, when the data has one, restricts every metric to
+the pixels inside it (outside, prediction and truth both count as background). Cases are the run's
+test split (3D runs without one: the validation split), or every labelled case of ``data``. Each
+prediction is made on the case's own grid (:class:`~medseg.inference.predictor.Predictor`).
 
 Writes into ``RUN/evaluation`` (or ``out``):
 
-- ``per_image.csv``: one row per image, first column ``case``; ``<metric>_<class>`` columns;
+- ``per_image.csv`` (2D) or ``per_case.csv`` (3D): one row per case, first column ``case``;
+  ``<metric>_<class>`` columns;
 - ``summary.json``: per class and metric mean/std/median/bootstrap CI95
-  (:mod:`medseg.evaluation.outputs`), plus the pooled Dice/IoU and pixel accuracy;
-- ``predictions/<case>.png``: each predicted label map as an index PNG (class ids);
-- ``cases.json``: ``{case: {"image", "label" (one path, or a list when several
-  mask files are merged), "prediction", "fov"}}`` with absolute paths;
-- ``overlays/``: the best and worst images.
-
-3D runs are evaluated by :mod:`medseg.evaluation.evaluate_run3d` (chosen by the run's task).
+  (:mod:`medseg.evaluation.outputs`), the pooled Dice/IoU and accuracy, ``dims``, and the calibration;
+- ``predictions/<case>``: each prediction, a PNG of class ids (2D) or the label values on the case's
+  grid (3D, the input's format);
+- ``cases.json``: ``{case: {"image", "label" (one path, or a list), "prediction", "fov"}}``, absolute paths;
+- ``overlays/``: the best and worst images (2D; the report draws volumes).
 """
 
 from __future__ import annotations
@@ -29,31 +30,22 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.dataset2d import DataOptions2D, read_fov
-from medseg.data.discovery import Case2D, discover_cases
-from medseg.data.labels import read_mask
-from medseg.errors import ConfigError, DataError, RunFolderError
 from medseg.evaluation.calibration import ReliabilityAccumulator, evaluation_calibration
+from medseg.evaluation.cases import folder_cases, read_case, run_cases
 from medseg.evaluation.metrics import DEFAULT_TOLERANCE, SegmentationMetric, mean_over_classes, wide_row
-from medseg.evaluation.outputs import summarize, write_cases_json, write_rows_csv, write_summary
+from medseg.evaluation.outputs import spacing_text, summarize, write_cases_json, write_rows_csv, write_summary
 from medseg.evaluation.overlap import confusion_matrix, scores_from_confusion
-from medseg.inference.predictor import Predictor2D
-from medseg.io import read_image, write_image
+from medseg.inference.inputs import InputCase
+from medseg.inference.predictor import Predictor
+from medseg.inference.writers import ImageWriter, VolumeWriter
 from medseg.runfolder import read_run_info
-from medseg.runfolder.split import check_files, read_split
 
 log = logging.getLogger(__name__)
 
 __all__ = ["evaluate_run", "write_rows_csv"]
 
-
-def _test_cases(run_dir: Path) -> list[Case2D]:
-    entries = read_split(run_dir)["test"]
-    if not entries:
-        raise RunFolderError("the run's split has no test images", path=run_dir,
-                             hint="evaluate on a labelled folder with --data DIR")
-    check_files(entries, run_dir)
-    return [Case2D(e.key, e.images[0], e.labels, e.fov, e.group) for e in entries]
+#: the per-case table's name, by the number of spatial axes
+PER_CASE_CSV = {2: "per_image.csv", 3: "per_case.csv"}
 
 
 def _one_or_list(paths) -> str | list[str]:
@@ -80,66 +72,59 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
-    if info.get("task") == "segmentation3d":
-        from medseg.evaluation.evaluate_run3d import evaluate_run_3d
-
-        if fov:
-            raise ConfigError("--fov applies to 2D runs only", path=run_dir)
-        return evaluate_run_3d(run_dir, data, out=out, mirror=mirror, tolerance=tolerance, on_case=on_case, extra=extra)
-    predictor = Predictor2D.from_run(run_dir, mirror=mirror)
-    scheme, k = predictor.scheme, predictor.scheme.num_classes
+    predictor = Predictor.from_run(run_dir, mirror=mirror)
+    dims, scheme = predictor.dims, predictor.scheme
+    k = scheme.num_classes
     if data is None:
-        cases = _test_cases(run_dir)
-        source = "test split"
+        entries, source = run_cases(run_dir, ("test",) if dims == 2 else ("test", "val"))
     else:
-        opts = DataOptions2D(**info["data_options"])
-        cases = discover_cases(Path(data), fov=fov, pair_pattern=opts.pair_pattern, require_masks=True)
-        source = str(data)
+        entries, source = folder_cases(data, dims, info.get("data_options"), fov), str(data)
     out_dir = Path(out) if out else run_dir / "evaluation"
-    names = {c: scheme.names[c] for c in range(1, k)}
-    metric = SegmentationMetric(names, tolerance)
+    # metrics keyed by the label values of index schemes (volumes, index masks), else by class id
+    codes = np.asarray(scheme.codes if scheme.kind == "index" else range(k))
+    metric = SegmentationMetric({int(codes[c]): scheme.names[c] for c in range(1, k)}, tolerance)
     reliability = ReliabilityAccumulator(k)  # ECE and reliability.png from the probabilities
+    writer = ImageWriter(scheme, predictor.colors, "index", overlays=False) if dims == 2 else VolumeWriter(scheme)
     rows: list[dict] = []
     pooled = np.zeros((k, k), dtype=np.int64)
     kept: list[tuple[float, str, np.ndarray, np.ndarray]] = []
     listing: dict[str, dict] = {}
-    for case in cases:
-        img = read_image(case.image)
-        truth = read_mask(case.masks, scheme)
-        if truth.shape != img.spatial_shape:
-            raise DataError(f"mask size {truth.shape[::-1]} differs from image size {img.spatial_shape[::-1]}", path=case.masks[0])
-        region = read_fov(case.fov, img.spatial_shape) if case.fov is not None else None
-        prediction = predictor.predict(img)
+    for entry in entries:
+        case = read_case(entry, scheme, dims, predictor.num_channels)
+        prediction = predictor.predict(case.image, probabilities=True)
         pred = prediction.labels
-        reliability.update(prediction.probabilities, truth, region)
-        cm = confusion_matrix(pred, truth, k, region)
+        reliability.update(prediction.probabilities, case.truth, case.region)
+        prediction.probabilities = None
+        cm = confusion_matrix(pred, case.truth, k, case.region)
         pooled += cm
-        per_class = metric.update(pred, truth, case=case.key, spacing=img.geometry.spacing, mask=region)
-        row = {"case": case.key, "image": case.image.name, "fov": int(region is not None),
-               "accuracy": scores_from_confusion(cm)["accuracy"], "mean_dice": mean_over_classes(per_class),
-               **wide_row(per_class)}
+        spacing = case.image.geometry.spacing
+        per_class = metric.update(codes[pred], codes[case.truth], case=case.key, spacing=spacing, mask=case.region)
+        row = {"case": case.key, "image": entry.images[0].name, "fov": int(case.region is not None),
+               "spacing": spacing_text(spacing), "accuracy": scores_from_confusion(cm)["accuracy"],
+               "mean_dice": mean_over_classes(per_class), **wide_row(per_class)}
         rows.append(row)
-        pred_path = out_dir / "predictions" / f"{case.key}.png"
-        write_image(pred_path, pred[None].astype(np.uint8))
-        listing[case.key] = {"image": str(case.image.resolve()), "label": _one_or_list(case.masks),
+        pred_path, _ = writer.write(out_dir / "predictions", InputCase(case.key, entry.images), case.image, prediction)
+        listing[case.key] = {"image": _one_or_list(entry.images), "label": _one_or_list(entry.labels),
                              "prediction": str(pred_path.resolve()),
-                             "fov": str(case.fov.resolve()) if case.fov is not None else None}
-        kept.append((row["mean_dice"], case.key, img.array, pred))
+                             "fov": str(entry.fov.resolve()) if entry.fov is not None else None}
+        if dims == 2:
+            kept.append((row["mean_dice"], case.key, case.image.array, pred))
+        log.debug("%s: mean Dice %.4f", case.key, row["mean_dice"])
         if on_case:
             on_case(case.key)
 
-    write_rows_csv(out_dir / "per_image.csv", rows)
+    write_rows_csv(out_dir / PER_CASE_CSV[dims], rows)
     pooled_scores = scores_from_confusion(pooled)
     summary = summarize(
-        metric.rows, list(names.values()), tolerance=tolerance, spacing_unit="px", ndim=2,
+        metric.rows, list(scheme.names[1:]), tolerance=tolerance, spacing_unit="px" if dims == 2 else "mm", ndim=dims,
         extra={"calibration": evaluation_calibration(reliability, out_dir, scheme.names, predictor.temperature), **(extra or {})},
-        header={"source": source, "images": len(rows), "fov_restricted": sum(r["fov"] for r in rows), "mirror_tta": mirror,
-                "pooled_accuracy": pooled_scores["accuracy"]},
+        header={"dims": dims, "source": source, "images": len(rows), "fov_restricted": sum(r["fov"] for r in rows),
+                "mirror_tta": mirror, "pooled_accuracy": pooled_scores["accuracy"]},
         per_case={"accuracy": [r["accuracy"] for r in rows]},
     )
     write_summary(out_dir / "summary.json", summary)
     write_cases_json(out_dir / "cases.json", listing)
-    if overlays:
+    if overlays and kept:
         _write_overlays(out_dir / "overlays", kept, predictor.colors, overlays)
     return summary
 

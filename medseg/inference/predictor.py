@@ -1,12 +1,15 @@
-"""A predictor rebuilt from a run folder alone, and prediction on image files.
+"""One predictor for 2D and 3D runs, rebuilt from a run folder alone, and prediction on files.
 
-``Predictor2D.from_run(RUN)`` reads the model config, weights, preprocessing and
-label scheme from the run folder; ``predict(image)`` returns class ids and
-probabilities at the image's original size. When the run folder holds a fitted
-temperature (``calibration.json``, written by ``medseg calibrate``) the
-probabilities are temperature-scaled (the labels never change; see
-:mod:`medseg.evaluation.calibration`); ``uncertainty=True`` adds the normalised
-entropy map and the per-case score (:mod:`medseg.inference.uncertainty`).
+``Predictor.from_run(RUN)`` reads the model config, weights, preprocessing and label scheme from the
+run folder. ``predict(image)``: the run's preprocessing (:mod:`medseg.data.preprocess`: 2D working
+resolution and normalisation; 3D crop, normalisation and resampling to the training spacing) →
+Gaussian sliding window, optionally mirrored along every spatial axis → the probabilities mapped back
+onto the input's own grid → class ids. Written with the input's geometry (:mod:`medseg.inference.writers`),
+a 3D label map lies exactly on the input's grid, a 2D mask has the image's size.
+
+A fitted temperature (``RUN/calibration.json``, ``medseg calibrate``) scales the returned
+probabilities (the labels never change); ``uncertainty=True`` adds the normalised entropy map and
+the per-case score (:mod:`medseg.inference.uncertainty`).
 """
 
 from __future__ import annotations
@@ -19,116 +22,130 @@ import numpy as np
 import torch
 
 from medseg.data.labels import LabelScheme
-from medseg.data.preprocess2d import Preprocess2D
-from medseg.errors import ConfigError, MedsegError
-from medseg.io import ImageData, read_image
-from medseg.models.weights import load_model
-from medseg.inference.temperature import apply_temperature
-from medseg.runfolder import run_temperature
+from medseg.data.preprocess import Preprocessing, preprocess_from_json
+from medseg.errors import DataError, MedsegError
+from medseg.inference.inputs import collect_inputs, read_input
 from medseg.inference.sliding_window import predict_probabilities
-from medseg.inference.uncertainty import (UNCERTAINTY_CSV, CaseUncertainty, case_uncertainty, entropy_png, normalized_entropy,
-                                          save_npy, write_uncertainty_csv)
-from medseg.runfolder import read_run_info
+from medseg.inference.temperature import apply_temperature
+from medseg.inference.uncertainty import UNCERTAINTY_CSV, CaseUncertainty, case_uncertainty, normalized_entropy, write_uncertainty_csv
+from medseg.inference.writers import ImageWriter, VolumeWriter
+from medseg.io import ImageData
+from medseg.models.weights import load_model
+from medseg.runfolder import read_run_info, run_dims, run_temperature
 from medseg.runtime.device import amp_dtype_for, autocast_for, resolve_device
 
 log = logging.getLogger(__name__)
 
-#: ``native``: the training masks' own encoding (e.g. 0/255); ``index``: class ids 0..K-1;
-#: ``color``: the training/display colours
-OUTPUT_FORMATS = ("native", "index", "color")
-
 
 @dataclass
 class Prediction:
-    labels: np.ndarray        # (H, W) uint8 class ids at the original size
-    probabilities: np.ndarray  # (K, H, W) float32 (temperature-scaled when the run is calibrated)
-    entropy: np.ndarray | None = None             # (H, W) float32 normalised entropy in [0, 1], when asked
-    uncertainty: CaseUncertainty | None = None   # the per-case score, when asked
+    labels: np.ndarray                       # (*S) uint8 class ids on the input's own grid
+    probabilities: np.ndarray | None = None  # (K, *S) float32 there, when asked (temperature-scaled when calibrated)
+    entropy: np.ndarray | None = None        # (*S) float32 normalised entropy in [0, 1], when asked
+    uncertainty: CaseUncertainty | None = None  # the per-case score, when asked
 
 
-class Predictor2D:
-    def __init__(self, model: torch.nn.Module, pre: Preprocess2D, scheme: LabelScheme, colors: list,
-                 patch_size: tuple[int, ...], overlap: float = 0.5, mirror: bool = False, device: str = "auto",
-                 temperature: float | None = None, amp: bool = True):
+class Predictor:
+    """Predicts with a trained network.
+
+    Args:
+        model: the network (``model.spatial_dims`` spatial axes).
+        pre: the run's preprocessing (:class:`~medseg.data.preprocess.Preprocessing`).
+        scheme: the label scheme (class ids → the values written in ``native`` outputs).
+        patch_size: the sliding window (the training patch).
+        colors: display colours per class (2D overlays and ``color`` outputs).
+        num_channels: the input channels a volume must have (``None``: 2D images are converted).
+        overlap, mirror: the sliding window's overlap and mirroring TTA.
+        batch_size: windows per forward pass.
+        temperature: the fitted temperature, or ``None``.
+        amp: run the network in bf16/fp16 where training would (as its validation did), else float32.
+    """
+
+    def __init__(self, model: torch.nn.Module, pre: Preprocessing, scheme: LabelScheme, patch_size: tuple[int, ...],
+                 colors: list | None = None, num_channels: int | None = None, overlap: float = 0.5, mirror: bool = False,
+                 device: str = "auto", batch_size: int = 2, temperature: float | None = None, amp: bool = True):
         self.device = resolve_device(device)
         self.amp_dtype = amp_dtype_for(self.device, amp)  # the precision training validated in
         self.model = model.to(self.device).eval()
-        self.pre, self.scheme, self.colors = pre, scheme, [tuple(c) for c in colors]
-        self.patch_size, self.overlap, self.mirror = tuple(patch_size), overlap, mirror
+        self.dims = len(patch_size)
+        self.pre, self.scheme, self.num_channels = pre, scheme, num_channels
+        self.colors = [tuple(c) for c in (colors or scheme.colors())]
+        self.patch_size, self.overlap, self.mirror, self.batch_size = tuple(patch_size), overlap, mirror, batch_size
         self.temperature = temperature
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, overlap: float = 0.5, mirror: bool = False, device: str = "auto",
-                 calibration: bool = True, amp: bool = True) -> "Predictor2D":
-        """``calibration``: apply the temperature of ``RUN/calibration.json`` when there is one; ``amp``: the
-        network runs under bf16/fp16 autocast where training would (as its validation did), else in float32."""
+                 calibration: bool = True, amp: bool = True) -> "Predictor":
+        """``calibration``: apply the temperature of ``RUN/calibration.json`` when there is one."""
         run_dir = Path(run_dir)
         info = read_run_info(run_dir)
-        if info.get("task") != "segmentation2d":
-            raise ConfigError(f"run task '{info.get('task')}' is not 2D segmentation", path=run_dir)
-        model = load_model(run_dir)
         scheme = LabelScheme.from_json(info["labels"])
-        colors = info.get("display_colors") or scheme.colors()
-        return cls(model, Preprocess2D.from_json(info["preprocess"]), scheme, colors,
-                   tuple(info["train"]["patch_size"]), overlap, mirror, device, run_temperature(run_dir, calibration), amp)
+        train = info["train"]
+        return cls(load_model(run_dir), preprocess_from_json(info["preprocess"]), scheme, tuple(train["patch_size"]),
+                   info.get("display_colors"), (info.get("dataset") or {}).get("num_channels") if run_dims(info) == 3 else None,
+                   overlap, mirror, device, int(train.get("batch_size", 2)), run_temperature(run_dir, calibration), amp)
 
-    def predict(self, image: ImageData, uncertainty: bool = False) -> Prediction:
-        """Class ids and probabilities at ``image``'s size (and its entropy map and score, if asked)."""
-        x = torch.from_numpy(self.pre.image(image.array))
+    def predict(self, image: ImageData, probabilities: bool = False, uncertainty: bool = False) -> Prediction:
+        """Class ids on ``image``'s own grid (and the class probabilities, the entropy map and the per-case
+        uncertainty score, if asked)."""
+        arr = image.array
+        if arr.ndim != self.dims + 1:
+            raise DataError(f"expected an image with {self.dims} spatial axes (C, {', '.join('xyz'[:self.dims])}), got an "
+                            f"array of shape {arr.shape}", path=image.path,
+                            hint=f"this run was trained on {self.dims}D data")
+        if self.num_channels is not None and arr.shape[0] != self.num_channels:
+            raise DataError(f"image has {arr.shape[0]} channel(s), the model was trained on {self.num_channels}",
+                            path=image.path, hint="give the same channels (modalities) as in training")
+        x, ctx = self.pre.image(arr, image.geometry.spacing)
+        mirror_axes = tuple(range(self.dims)) if self.mirror else ()
         with autocast_for(self.device, self.amp_dtype):
-            probs = predict_probabilities(self.model, x, self.patch_size, overlap=self.overlap, batch_size=8,
-                                          mirror_axes=(0, 1) if self.mirror else (), device=self.device).cpu()
-        probs = self.pre.restore(probs, image.spatial_shape).numpy()
-        if self.temperature:
-            probs = apply_temperature(probs, self.temperature)
-        labels = probs.argmax(0).astype(np.uint8)
-        pred = Prediction(labels, probs)
+            probs = predict_probabilities(self.model, torch.from_numpy(x), self.patch_size, overlap=self.overlap,
+                                          batch_size=self.batch_size, mirror_axes=mirror_axes, device=self.device)
+        ids, full = self.pre.restore(probs.float().cpu().numpy(), ctx, probabilities or uncertainty)
+        if full is not None and self.temperature:
+            full = apply_temperature(full, self.temperature)
+        pred = Prediction(ids, full if probabilities else None)
         if uncertainty:
-            pred.entropy = normalized_entropy(probs)
-            pred.uncertainty = case_uncertainty(pred.entropy, labels > 0)
+            pred.entropy = normalized_entropy(full)
+            pred.uncertainty = case_uncertainty(pred.entropy, ids > 0)
         return pred
 
-    def predict_files(self, paths: list[Path], out_dir: str | Path, fmt: str = "native", overlays: bool = True,
-                      uncertainty: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
-        """Predict each file and write ``<stem>.png`` (+ ``<stem>_overlay.png``) into ``out_dir``.
-
-        ``uncertainty`` adds ``<stem>_entropy.png`` (8-bit, ``round(255 H)``),
-        ``<stem>_entropy.npy`` (float32 ``(H, W)``) and ``uncertainty.csv`` (one row
-        per image). A file that fails is reported and skipped; returns (written masks, failures).
-        """
-        from medseg.inference.overlays import save_overlay
-        from medseg.io import write_image
-
-        if fmt not in OUTPUT_FORMATS:
-            raise ConfigError(f"unknown output format '{fmt}'", hint=f"choose one of: {', '.join(OUTPUT_FORMATS)}")
+    def predict_files(self, inputs: list[str | Path], out_dir: str | Path, *, fmt: str = "native", overlays: bool = True,
+                      save_probabilities: bool = False, uncertainty: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
+        """Predict every case in ``inputs`` (:func:`~medseg.inference.inputs.collect_inputs`) into ``out_dir``, in
+        the input's kind of file (:mod:`medseg.inference.writers`; ``fmt``/``overlays`` for 2D images;
+        ``save_probabilities`` adds the class probabilities); ``uncertainty`` adds entropy maps and ``uncertainty.csv`` (one row
+        per case). Two inputs with the same name would overwrite each other's outputs: the second is refused. A
+        case that fails is logged and skipped; returns (written files, [(input, reason)] failures)."""
         out_dir = Path(out_dir)
-        written, failed, rows = [], [], []
-        for path in paths:
+        cases = collect_inputs(inputs, self.dims)
+        writer = ImageWriter(self.scheme, self.colors, fmt, overlays) if self.dims == 2 else VolumeWriter(self.scheme)
+        written: list[Path] = []
+        failed: list[tuple[str, str]] = []
+        seen: dict[str, Path] = {}
+        rows: list[dict] = []
+        for i, case in enumerate(cases):
+            where = str(case.paths[0])
+            if case.name in seen:
+                failed.append((where, f"a second input named '{case.name}' (after {seen[case.name].name}); "
+                                      "its output would overwrite the first"))
+                log.error("%s: skipped, a second input named '%s'", where, case.name)
+                continue
+            seen[case.name] = case.paths[0]
             try:
-                img = read_image(path)
-                pred = self.predict(img, uncertainty)
-                stem = Path(path).stem
-                target = out_dir / f"{stem}.png"
-                if fmt == "color":
-                    write_image(target, self._color(pred.labels))
-                elif fmt == "native":
-                    write_image(target, self.scheme.encode(pred.labels))
-                else:
-                    write_image(target, pred.labels[None])
-                if overlays:
-                    save_overlay(out_dir / f"{stem}_overlay.png", img.array, pred.labels, self.colors)
-                if uncertainty:
-                    write_image(out_dir / f"{stem}_entropy.png", entropy_png(pred.entropy)[None])
-                    save_npy(out_dir / f"{stem}_entropy.npy", pred.entropy)
-                    rows.append({"case": stem, **pred.uncertainty.row(), "entropy_map": f"{stem}_entropy.png"})
+                image = read_input(case, self.dims, self.num_channels)
+                pred = self.predict(image, save_probabilities, uncertainty)
+                target, entropy_map = writer.write(out_dir, case, image, pred)
+                if pred.uncertainty is not None:
+                    rows.append({"case": case.name, **pred.uncertainty.row(), "entropy_map": entropy_map})
                 written.append(target)
+                log.info("[%d/%d] %s -> %s", i + 1, len(cases), case.name, target)
             except MedsegError as e:
                 log.error("%s", e)
-                failed.append((Path(path), str(e)))
+                failed.append((where, str(e)))
+            except (OSError, RuntimeError, ValueError, MemoryError) as e:  # one bad case must not stop a batch
+                log.error("%s: prediction failed: %s: %s", where, type(e).__name__, e, exc_info=log.isEnabledFor(logging.DEBUG))
+                failed.append((where, f"{type(e).__name__}: {e}"))
         if uncertainty and rows:
             write_uncertainty_csv(out_dir / UNCERTAINTY_CSV, rows)
         return written, failed
-
-    def _color(self, labels: np.ndarray) -> np.ndarray:
-        palette = np.array(self.colors, dtype=np.uint8)
-        return np.moveaxis(palette[labels], -1, 0)

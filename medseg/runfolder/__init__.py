@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 RUN_FILE = "medseg_run.json"
+#: the task a run records in ``medseg_run.json``, by the number of spatial axes of its data
+TASKS = {2: "segmentation2d", 3: "segmentation3d"}
 CALIBRATION_FILE = "calibration.json"
 
 
@@ -77,6 +79,19 @@ def read_run_info(run_dir: str | Path, require_model: bool = True) -> dict[str, 
         raise RunFolderError("the run has no trained model yet (model.safetensors missing)", path=run_dir,
                              hint="let training finish one epoch, or resume it with `medseg train --resume`")
     return info
+
+
+def run_task(dims: int) -> str:
+    """The ``task`` recorded for a run on data with ``dims`` spatial axes."""
+    return TASKS[dims]
+
+
+def run_dims(info: dict[str, Any]) -> int:
+    """The number of spatial axes of a run's data, from its ``medseg_run.json`` (``info``)."""
+    by_task = {t: d for d, t in TASKS.items()}
+    if info.get("task") not in by_task:
+        raise RunFolderError(f"unknown run task {info.get('task')!r} in {RUN_FILE}", hint="retrain with this medseg version")
+    return by_task[info["task"]]
 
 
 def read_temperature(run_dir: str | Path) -> float | None:

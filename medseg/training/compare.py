@@ -5,8 +5,8 @@
 split fractions and seed, and the same :class:`~medseg.training.config.TrainConfig`,
 so the same time or epoch budget), each into ``out/<model>/``. Each run is then
 evaluated on the held-out test split (:func:`~medseg.evaluation.evaluate_run.evaluate_run`)
-and its inference time measured: :meth:`Predictor2D.predict
-<medseg.inference.predictor.Predictor2D.predict>` on every test image, after one
+and its inference time measured: :meth:`Predictor.predict
+<medseg.inference.predictor.Predictor.predict>` on every test image, after one
 warm-up call, timed with :func:`time.perf_counter` (reading the files is not timed;
 preprocessing, sliding-window inference and resizing back are).
 
@@ -231,9 +231,9 @@ def _mean_or_nan(stat: dict | None) -> float:
 
 
 def inference_ms(run_dir: str | Path, test_data: str | Path | None = None):
-    """Milliseconds per test image (of the split, or of the folder ``test_data``) of ``Predictor2D.predict``
+    """Milliseconds per test image (of the split, or of the folder ``test_data``) of ``Predictor.predict``
     (after one warm-up); also the predictor and test keys."""
-    from medseg.inference.predictor import Predictor2D
+    from medseg.inference.predictor import Predictor
     from medseg.io import read_image
 
     run_dir = Path(run_dir)
@@ -245,7 +245,7 @@ def inference_ms(run_dir: str | Path, test_data: str | Path | None = None):
         entries = [(e.key, e.images[0]) for e in read_split(run_dir)["test"]]
     if not entries:
         raise RunFolderError("the run's split has no test images", path=run_dir)
-    predictor = Predictor2D.from_run(run_dir)
+    predictor = Predictor.from_run(run_dir)
     images = [read_image(path) for _, path in entries]
     predictor.predict(images[0])  # warm-up: first-call allocations, kernel selection
     sync = _synchronizer(predictor.device)

@@ -21,7 +21,7 @@ from medseg.data.sampling import PatchSampler
 from medseg.data.split import case_aliases, complete_split, read_split_file, split_cases
 from medseg.errors import ConfigError, DataError
 from medseg.models import create_model
-from medseg.runfolder import check_new_run_folder, write_run_info
+from medseg.runfolder import check_new_run_folder, run_task, write_run_info
 from medseg.runfolder.split import SplitEntry, write_split
 from medseg.runtime import distributed
 from medseg.training.config import TrainConfig
@@ -116,7 +116,7 @@ def train_2d(setup: TrainSetup2D, callbacks: Callbacks | None = None, resume: bo
                     file=str(Path(setup.split_file).resolve()) if setup.split_file else None)
         save_labels_json(out / "labels.json", ds.scheme, ds.display_colors)
         write_run_info(out, {
-            "task": "segmentation2d",
+            "task": run_task(2),
             "data": str(Path(setup.data).resolve()),
             "data_options": setup.data_options.to_json(),
             "preprocess": pre.to_json(),

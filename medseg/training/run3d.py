@@ -40,7 +40,7 @@ from medseg.data.split import complete_split, read_split_file, split_cases
 from medseg.errors import ConfigError
 from medseg.models import create_model
 from medseg.planning.topology import plan_topology
-from medseg.runfolder import RUN_FILE, check_new_run_folder, read_run_info, write_run_info
+from medseg.runfolder import RUN_FILE, check_new_run_folder, read_run_info, run_task, write_run_info
 from medseg.runfolder.split import SplitEntry, write_split
 from medseg.runtime import distributed
 from medseg.training.config import TrainConfig
@@ -195,7 +195,7 @@ def train_3d(setup: TrainSetup3D, callbacks: Callbacks | None = None, resume: bo
         write_split(out, setup.data, {name: [_case_entry(by_key[k]) for k in keys] for name, keys in split.items()}, **split_info)
         save_labels_json(out / "labels.json", scheme, scheme.colors())
         write_run_info(out, {
-            "task": "segmentation3d",
+            "task": run_task(3),
             "data": str(Path(setup.data).resolve()),
             "dataset": {k: ds[k] for k in ("name", "layout", "channel_names", "num_channels", "file_ending")},
             "preprocess": pre.to_json(),

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from medseg.cli.main import main
-from medseg.inference.predictor import Predictor2D
+from medseg.inference.predictor import Predictor
 from medseg.io import read_image
 from medseg.models import create_model, list_models
 from medseg.runfolder import read_run_info
@@ -56,7 +56,7 @@ def test_train_2d_cli(name, disc_data, tmp_path):
     info = read_run_info(run)
     assert info["model"]["name"] == name and info["model"]["features"] == 4
 
-    pred = Predictor2D.from_run(run).predict(read_image(disc_data / "images" / "case0.png"))
+    pred = Predictor.from_run(run).predict(read_image(disc_data / "images" / "case0.png"), probabilities=True)
     assert pred.labels.shape == (SIZE, SIZE) and pred.labels.dtype == np.uint8
     assert set(np.unique(pred.labels)) <= {0, 1}
     assert pred.probabilities.shape == (2, SIZE, SIZE)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from medseg.data.labels import LabelScheme
 from medseg.errors import MedsegError
-from medseg.runfolder import read_run_info
+from medseg.runfolder import read_run_info, run_task
 from medseg.runfolder.history import read_history
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class RunContents:
 
     @property
     def is_3d(self) -> bool:
-        return self.info.get("task") == "segmentation3d"
+        return self.info.get("task") == run_task(3)
 
     @property
     def class_names(self) -> list[str]:

@@ -1,0 +1,116 @@
+"""What to predict: the cases in a list of files and folders, and reading one.
+
+2D runs take image files and folders of images; 3D runs take volume files, folders of volumes and
+DICOM series folders, where names that all end in nnU-Net's ``_0000``-style channel numbers are
+grouped into multi-channel cases. Each case has the name its outputs are written under.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from medseg.data.discovery import IMAGE_SUFFIXES, list_image_files
+from medseg.data.layouts import VolumeCase, load_case
+from medseg.errors import DataError
+from medseg.io import ImageData, read_image
+from medseg.io.base import file_suffix
+from medseg.io.volume import VOLUME_SUFFIXES
+
+_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass(frozen=True)
+class InputCase:
+    """One case to predict: its name (for the output files) and its file(s): one image, one volume per
+    channel, or one DICOM folder."""
+
+    name: str
+    paths: tuple[Path, ...]
+
+    @property
+    def suffix(self) -> str:
+        """The output ending of a volume: the input's format, ``.nii.gz`` for DICOM series."""
+        s = file_suffix(self.paths[0]) if self.paths[0].is_file() else ""
+        return s if s in VOLUME_SUFFIXES else ".nii.gz"
+
+
+def _is_dicom_folder(folder: Path) -> bool:
+    files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+    if any(f.suffix.lower() == ".dcm" for f in files):
+        return True
+    if not files or any(file_suffix(f) in VOLUME_SUFFIXES for f in files):
+        return False
+    from medseg.io.dicom import list_dicom_series
+
+    try:
+        return bool(list_dicom_series(folder))
+    except DataError:
+        return False
+
+
+def _strip(name: str) -> str:
+    s = file_suffix(name)
+    return name[: len(name) - len(s)] if s else name
+
+
+def _images(inputs: list[str | Path]) -> list[InputCase]:
+    cases: list[InputCase] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            found = list_image_files(p)
+            if not found:
+                raise DataError("no images in this folder", path=p, hint=f"medseg predicts {', '.join(IMAGE_SUFFIXES)} files")
+            cases += [InputCase(f.stem, (f,)) for f in found]
+        elif p.exists():
+            cases.append(InputCase(p.stem, (p,)))
+        else:
+            raise DataError("input not found", path=p)
+    return cases
+
+
+def _volumes(inputs: list[str | Path]) -> list[InputCase]:
+    entries: list[tuple[str, Path]] = []
+    for raw in inputs:
+        p = Path(raw)
+        if not p.exists():
+            raise DataError("input not found", path=p)
+        if p.is_file():
+            entries.append((_strip(p.name), p))
+        elif _is_dicom_folder(p):
+            entries.append((p.name, p))
+        else:
+            found = []
+            for f in sorted(x for x in p.iterdir() if not x.name.startswith(".")):
+                if f.is_file() and file_suffix(f) in VOLUME_SUFFIXES:
+                    found.append((_strip(f.name), f))
+                elif f.is_dir() and _is_dicom_folder(f):
+                    found.append((f.name, f))
+            if not found:
+                raise DataError("no volume files or DICOM series in this folder", path=p,
+                                hint=f"medseg predicts {', '.join(VOLUME_SUFFIXES)} files and DICOM series folders")
+            entries += found
+    if entries and all(_CHANNEL_RE.match(name) for name, _ in entries):
+        groups: dict[str, dict[int, Path]] = {}
+        for name, p in entries:
+            m = _CHANNEL_RE.match(name)
+            groups.setdefault(m["case"], {})[int(m["channel"])] = p  # type: ignore[index]
+        return [InputCase(k, tuple(g[c] for c in sorted(g))) for k, g in groups.items()]
+    return [InputCase(name, (p,)) for name, p in entries]
+
+
+def collect_inputs(inputs: list[str | Path], dims: int) -> list[InputCase]:
+    """The cases in ``inputs`` for a run with ``dims`` spatial axes (see the module docs); a missing input,
+    or a folder without anything to predict, is an error."""
+    return _images(inputs) if dims == 2 else _volumes(inputs)
+
+
+def read_input(case: InputCase, dims: int, num_channels: int | None) -> ImageData:
+    """The image of one case: a 2D image file as it is, or a volume with its channels stacked and checked
+    as for training data."""
+    if dims == 2:
+        return read_image(case.paths[0])
+    image, _ = load_case(VolumeCase(case.name, case.paths, None, None, num_channels))
+    return image

@@ -1,0 +1,74 @@
+"""Writing a prediction where its input came from, in the input's kind of file.
+
+- :class:`ImageWriter` (2D image files): ``<name>.png`` in the training masks' own encoding
+  (``native``), as class ids (``index``) or in the display colours (``color``); ``<name>_overlay.png``;
+  when asked ``<name>_probabilities.npy`` (float32, K x H x W);
+  with uncertainty ``<name>_entropy.png`` (8-bit, ``round(255 H)``) and ``<name>_entropy.npy`` (float32).
+- :class:`VolumeWriter` (volumes, DICOM series): ``<name><ending>`` (the input's format, ``.nii.gz`` for
+  DICOM) with the input's exact geometry, ``<name>_probabilities<ending>`` (K channels) when asked, and
+  ``<name>_entropy<ending>`` (float32 on the same grid) with uncertainty.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medseg.data.labels import LabelScheme
+from medseg.errors import ConfigError
+from medseg.inference.inputs import InputCase
+from medseg.inference.overlays import save_overlay
+from medseg.inference.uncertainty import entropy_png, save_npy
+from medseg.io import ImageData, write_image
+
+if TYPE_CHECKING:
+    from medseg.inference.predictor import Prediction
+
+#: ``native``: the training masks' own encoding (e.g. 0/255); ``index``: class ids 0..K-1;
+#: ``color``: the training/display colours
+OUTPUT_FORMATS = ("native", "index", "color")
+
+
+class ImageWriter:
+    def __init__(self, scheme: LabelScheme, colors: list, fmt: str = "native", overlays: bool = True):
+        if fmt not in OUTPUT_FORMATS:
+            raise ConfigError(f"unknown output format '{fmt}'", hint=f"choose one of: {', '.join(OUTPUT_FORMATS)}")
+        self.scheme, self.colors, self.fmt, self.overlays = scheme, [tuple(c) for c in colors], fmt, overlays
+
+    def write(self, out_dir: Path, case: InputCase, image: ImageData, pred: Prediction) -> tuple[Path, str | None]:
+        """Write the files of one case; returns the mask's path and the entropy map's name (or ``None``)."""
+        target = out_dir / f"{case.name}.png"
+        if self.fmt == "color":
+            write_image(target, np.moveaxis(np.array(self.colors, dtype=np.uint8)[pred.labels], -1, 0))
+        elif self.fmt == "native":
+            write_image(target, self.scheme.encode(pred.labels))
+        else:
+            write_image(target, pred.labels[None])
+        if self.overlays:
+            save_overlay(out_dir / f"{case.name}_overlay.png", image.array, pred.labels, self.colors)
+        if pred.probabilities is not None:
+            save_npy(out_dir / f"{case.name}_probabilities.npy", pred.probabilities)
+        if pred.entropy is None:
+            return target, None
+        write_image(out_dir / f"{case.name}_entropy.png", entropy_png(pred.entropy)[None])
+        save_npy(out_dir / f"{case.name}_entropy.npy", pred.entropy)
+        return target, f"{case.name}_entropy.png"
+
+
+class VolumeWriter:
+    def __init__(self, scheme: LabelScheme):
+        self.scheme = scheme
+
+    def write(self, out_dir: Path, case: InputCase, image: ImageData, pred: Prediction) -> tuple[Path, str | None]:
+        """Write the files of one case; returns the label map's path and the entropy map's name (or ``None``)."""
+        target = out_dir / f"{case.name}{case.suffix}"
+        write_image(target, self.scheme.encode(pred.labels), image.geometry)
+        if pred.probabilities is not None:
+            write_image(out_dir / f"{case.name}_probabilities{case.suffix}", pred.probabilities, image.geometry)
+        if pred.entropy is None:
+            return target, None
+        name = f"{case.name}_entropy{case.suffix}"
+        write_image(out_dir / name, pred.entropy[None], image.geometry)
+        return target, name
