@@ -128,7 +128,7 @@ def metrics_only(pred_dir: Path, gt_dir: Path, fov_dir: Path | None) -> tuple[fl
     pairs = pair_files(list_label_files(pred_dir, "prediction"), list_label_files(gt_dir, "truth"))
     scheme = None
     if fov_dir is not None:
-        from medseg.data.labels import detect_scheme
+        from medseg.data.mask_reading import detect_scheme
 
         scheme = detect_scheme([g for _, _, g in pairs])
     arrays = []

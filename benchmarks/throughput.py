@@ -51,10 +51,9 @@ def one_step_run(dataset: str, run: Path, cache: Path, extra: list[str]) -> None
 
 def trainer_from_run(run: Path):
     """The engine exactly as `medseg train --resume RUN` would build it (its fit is not run)."""
-    from medseg.runfolder import read_run_info, run_task
     from medseg.training.engine import Trainer, TrainResult
-    from medseg.training.run2d import setup_from_run, train_2d
-    from medseg.training.run3d import setup_from_run_3d, train_3d
+    from medseg.training.run import train
+    from medseg.training.setup import setup_from_run
 
     captured = {}
 
@@ -62,11 +61,10 @@ def trainer_from_run(run: Path):
         captured["trainer"] = self
         return TrainResult(0, -1, float("nan"), "benchmark", 0.0)
 
-    three_d = read_run_info(run, require_model=False)["task"] == run_task(3)
-    setup = setup_from_run_3d(run) if three_d else setup_from_run(run)
+    setup = setup_from_run(run)
     setup.train.augment = True
     with mock.patch.object(Trainer, "fit", capture):
-        (train_3d if three_d else train_2d)(setup, resume=True)
+        train(setup, resume=True)
     return captured["trainer"]
 
 

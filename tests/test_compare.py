@@ -14,7 +14,7 @@ from medseg.data.phantom import make_phantom_dataset
 from medseg.training.compare import compare_models
 from medseg.models import list_models
 from medseg.training.config import TrainConfig
-from medseg.training.run2d import TrainSetup2D
+from medseg.training.setup import TrainSetup
 
 FAST = ["--epochs", "1", "--iterations", "2", "--batch-size", "2", "--features", "4"]
 
@@ -90,7 +90,7 @@ def test_time_budget(phantom, tmp_path):
 
 
 def test_failed_model_is_reported_and_others_continue(phantom, tmp_path):
-    base = TrainSetup2D(data="", out="", train=TrainConfig(batch_size=2, iterations_per_epoch=2))
+    base = TrainSetup(data="", out="", train=TrainConfig(batch_size=2, iterations_per_epoch=2))
     rows = compare_models(phantom, tmp_path / "cmp", ["fcn", "unet"], None, 1, base,
                           model_kwargs={"fcn": {"convs_per_stage": [1, 2]}}, common_kwargs={"features": 4})
     assert [r["model"] for r in rows] == ["fcn", "unet"]
@@ -118,3 +118,25 @@ def test_compare_on_a_separate_test_folder(phantom, tmp_path, capsys):
 def test_compare_without_any_test_cases_is_refused(phantom, tmp_path, capsys):
     assert run_cli("compare", phantom, "--out", tmp_path / "cmp", "--models", "fcn", "--split", "80/20/0", *FAST) == 2
     assert "--test-data" in capsys.readouterr().err
+
+
+def test_compare_on_a_3d_dataset_writes_the_same_table_csv_and_plot(tmp_path, capsys):
+    from helpers3d import write_msd_dataset
+
+    data = write_msd_dataset(tmp_path / "data", n=6)
+    out = tmp_path / "cmp3d"
+    assert run_cli("compare", data, "--out", out, "--models", "unet,resunet", "--epochs", "1", "--iterations", "1",
+                   "--features", "4", "--depth", "2", "--threads", "1", "--split", "50/17/33") == 0
+    table = capsys.readouterr().err
+    assert all(m in table for m in ("unet", "resunet", "Dice", "comparison.csv"))
+    rows = read_csv(out / "comparison.csv")
+    assert [r["model"] for r in rows] == ["unet", "resunet"]
+    for r in rows:
+        assert r["error"] == "" and 0.0 <= float(r["mean_dice"]) <= 1.0 and float(r["inference_ms"]) > 0
+        assert {"dice_bright", "dice_dark"} <= set(r)
+        info = json.loads((out / r["model"] / "medseg_run.json").read_text())
+        assert info["task"].endswith("3d") and len(info["patch_size"]) == 3
+    summary = json.loads((out / "comparison.json").read_text())
+    assert len(summary["test_images"]) == int(rows[0]["test_images"]) >= 1
+    with Image.open(out / "comparison.png") as im:
+        assert im.format == "PNG"

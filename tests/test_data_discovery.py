@@ -10,13 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import shared_path
-from medseg.data.discovery import (
-    Case2D,
-    discover_cases,
-    find_layout,
-    list_image_files,
-    pairing_key,
-)
+from medseg.data.discovery import Case2D, discover_cases, find_layout
+from medseg.data.files import list_image_files
+from medseg.data.naming import pairing_key
 from medseg.errors import ConfigError, DataError
 
 
@@ -161,7 +157,7 @@ def test_messy_flat_folder(tmp_path, caplog):
 
     layout = find_layout(tmp_path)
     assert layout.flat and layout.images == tmp_path
-    with caplog.at_level(logging.WARNING, logger="medseg.data.discovery"):
+    with caplog.at_level(logging.WARNING, logger="medseg.data"):
         cases = discover_cases(tmp_path)
     assert [c.key for c in cases] == ["case3", "case1", "case2"]  # file name order: 'C' < 'c'
     by = {c.key: c for c in cases}
@@ -328,7 +324,7 @@ def test_stray_fov_only_warns(tmp_path, caplog):
     _img(tmp_path / "labels" / "a.png")
     _img(tmp_path / "roi" / "a_roi.png")
     _img(tmp_path / "roi" / "q_roi.png")
-    with caplog.at_level(logging.WARNING, logger="medseg.data.discovery"):
+    with caplog.at_level(logging.WARNING, logger="medseg.data"):
         [case] = discover_cases(tmp_path)
     assert case.fov.name == "a_roi.png"
     assert "q_roi.png" in caplog.text

@@ -11,13 +11,9 @@ import pytest
 from PIL import Image
 
 from conftest import shared_path
-from medseg.data.labels import (
-    LabelScheme,
-    detect_scheme,
-    load_labels_json,
-    parse_label_colors,
-    read_mask,
-)
+from medseg.data.labels import LabelScheme
+from medseg.data.label_files import load_labels_json, parse_label_colors
+from medseg.data.mask_reading import detect_scheme, read_mask
 from medseg.errors import ConfigError, DataError
 from medseg.io import read_image
 
@@ -70,7 +66,7 @@ def test_mode_L_binary_and_index(tmp_path):
 
 def test_mode_L_gray_levels(tmp_path, caplog):
     p = _save(tmp_path / "g.png", np.array([0, 85, 170], np.uint8)[LAB])
-    with caplog.at_level(logging.INFO, logger="medseg.data.labels"):
+    with caplog.at_level(logging.INFO, logger="medseg.data"):
         s = detect_scheme([p])
     assert s.kind == "gray" and s.codes == [0, 85, 170]
     assert "85" in caplog.text and "170" in caplog.text
@@ -101,7 +97,7 @@ def test_mode_P_gray_palette_gif(tmp_path):
 
 def test_mode_RGB_color_and_gray(tmp_path, caplog):
     p = _save(tmp_path / "c.png", _rgb(LAB, [(0, 0, 0), RED, GREEN]))
-    with caplog.at_level(logging.INFO, logger="medseg.data.labels"):
+    with caplog.at_level(logging.INFO, logger="medseg.data"):
         s = detect_scheme([p])
     assert s.kind == "color" and s.codes == [[0, 0, 0], [0, 255, 0], [255, 0, 0]]
     assert "#ff0000 -> 2" in caplog.text and "#00ff00 -> 1" in caplog.text

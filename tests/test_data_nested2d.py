@@ -197,7 +197,7 @@ def test_train_and_test_folders_mark_an_official_split(tmp_path):
 
 def test_the_folders_split_is_used_for_training(tmp_path):
     from medseg.data.dataset2d import DataOptions2D, prepare_dataset
-    from medseg.training.run2d import _split
+    from medseg.training.data import split_2d as _split
 
     for part, n in (("train", 8), ("test", 3)):
         for i in range(n):

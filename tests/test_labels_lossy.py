@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from conftest import shared_path
-from medseg.data.labels import LabelScheme, detect_scheme, read_mask
+from medseg.data.labels import LabelScheme
+from medseg.data.mask_reading import detect_scheme, read_mask
 from medseg.errors import DataError
 
 

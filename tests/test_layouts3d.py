@@ -10,7 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import shared_path
-from medseg.data.layouts import VolumeCase, discover_volume_cases, grid_differences, load_case
+from medseg.data.layouts import discover_volume_cases
+from medseg.data.volume_case import VolumeCase, grid_differences, load_case
 from medseg.errors import DataError
 from medseg.io import Geometry, write_image
 

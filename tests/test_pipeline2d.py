@@ -110,13 +110,14 @@ class _StopAfter:
 
 def test_interrupted_training_resumes(tmp_path):
     from medseg.training.config import TrainConfig
-    from medseg.training.run2d import TrainSetup2D, train_2d
+    from medseg.training.run import train
+    from medseg.training.setup import TrainSetup
 
     data = write_disc_dataset(tmp_path / "discs", n=5, size=32)
-    setup = TrainSetup2D(str(data), str(tmp_path / "run"), model_kwargs={"features": 4, "depth": 2},
+    setup = TrainSetup(str(data), str(tmp_path / "run"), model_kwargs={"features": 4, "depth": 2},
                          train=TrainConfig(max_epochs=4, iterations_per_epoch=2, batch_size=2, patience=0))
     with pytest.raises(_Interrupt):
-        train_2d(setup, callbacks=_StopAfter(2))
+        train(setup, callbacks=_StopAfter(2))
     assert [r["epoch"] for r in read_history(tmp_path / "run" / "history.csv")] == [0, 1]
     with pytest.raises(SystemExit) as e:  # a second plain `train` into the same folder is refused
         main(["train", str(data), "--out", str(tmp_path / "run")])

@@ -20,7 +20,8 @@ from medseg.errors import DataError
 from medseg.inference.predictor import Predictor
 from medseg.io import Geometry, ImageData, read_image, write_image
 from medseg.runfolder.history import read_history
-from medseg.training.run3d import auto_patch_size_3d, plan_unet_3d
+from medseg.planning.topology import plan_topology
+from medseg.training.setup import auto_patch_size
 from tests.conftest import run_cli, shared_path
 from tests.helpers3d import GEOMETRY, oblique_direction, regrid, write_msd_dataset
 
@@ -81,14 +82,18 @@ def test_split_file_matches_names_paths_and_channel_endings(tmp_path):
         read_split_file(f, keys)
 
 
+def _topology(patch, spacing, depth):
+    return plan_topology(patch, spacing, depth).to_json()
+
+
 def test_patch_and_network_plan():
-    assert auto_patch_size_3d([(35, 51, 35), (36, 50, 37), (34, 47, 40)]) == (40, 56, 40)
-    assert auto_patch_size_3d([(300, 300, 90)]) == (128, 128, 96)
-    iso = plan_unet_3d((40, 56, 40), (1.0, 1.0, 1.0), 3)
+    assert auto_patch_size([(35, 51, 35), (36, 50, 37), (34, 47, 40)], 3, on_gpu=False) == (40, 56, 40)
+    assert auto_patch_size([(300, 300, 90)], 3, on_gpu=False) == (128, 128, 96)
+    iso = _topology((40, 56, 40), (1.0, 1.0, 1.0), 3)
     assert iso["strides"] == [[2, 2, 2]] * 3 and iso["kernel_sizes"] == [[3, 3, 3]] * 4
-    thick = plan_unet_3d((128, 128, 16), (0.8, 0.8, 5.0), 4)  # thick slices: no pooling or 3-wide kernels along z at first
+    thick = _topology((128, 128, 16), (0.8, 0.8, 5.0), 4)  # thick slices: no pooling or 3-wide kernels along z at first
     assert thick["strides"][0] == [2, 2, 1] and thick["kernel_sizes"][0] == [3, 3, 1]
-    assert plan_unet_3d((64, 64, 8), (1.0, 1.0, 1.0), 3)["strides"] == [[2, 2, 2], [2, 2, 1], [2, 2, 1]]
+    assert _topology((64, 64, 8), (1.0, 1.0, 1.0), 3)["strides"] == [[2, 2, 2], [2, 2, 1], [2, 2, 1]]
 
 
 def test_prediction_lands_on_the_input_grid():
@@ -193,7 +198,8 @@ def test_a_bad_case_is_reported_and_the_others_are_written(blob_run, tmp_path, c
 
 def test_3d_training_resumes(blob_run, tmp_path):
     from medseg.training.config import TrainConfig
-    from medseg.training.run3d import TrainSetup3D, train_3d
+    from medseg.training.run import train
+    from medseg.training.setup import TrainSetup
 
     class Stop(Exception):
         pass
@@ -208,10 +214,10 @@ def test_3d_training_resumes(blob_run, tmp_path):
 
     data, _ = blob_run
     run = tmp_path / "run"
-    setup = TrainSetup3D(str(data), str(run), split=(0.6, 0.4, 0.0), model_kwargs={"features": 4, "depth": 2},
+    setup = TrainSetup(str(data), str(run), split=(0.6, 0.4, 0.0), model_kwargs={"features": 4, "depth": 2},
                          train=TrainConfig(max_epochs=3, iterations_per_epoch=1, patience=0, threads=1))
     with pytest.raises(Stop):
-        train_3d(setup, callbacks=StopAfterTwoEpochs())
+        train(setup, callbacks=StopAfterTwoEpochs())
     assert [r["epoch"] for r in read_history(run / "history.csv")] == [0, 1]
     run_cli("train", data, "--out", run, code=2)  # a second plain `train` into the same folder is refused
     run_cli("train", "--resume", run)

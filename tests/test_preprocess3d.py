@@ -8,17 +8,8 @@ import numpy as np
 import pytest
 
 from medseg.data.cache import PreprocessedCache, fingerprint
-from medseg.data.preprocess3d import (
-    crop_to_nonzero,
-    intensity_stats,
-    lowres_axis,
-    nonzero_mask,
-    normalize,
-    resample,
-    resample_to_shape,
-    target_shape,
-    uncrop,
-)
+from medseg.data.preprocess3d import crop_to_nonzero, intensity_stats, nonzero_mask, normalize, uncrop
+from medseg.data.resample import lowres_axis, resample, resample_to_shape, target_shape
 from medseg.errors import ConfigError
 
 

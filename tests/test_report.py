@@ -24,8 +24,8 @@ from medseg.evaluation.report import write_report
 from medseg.evaluation.report.overlays import choose_slices
 from medseg.evaluation.report.sections import PER_CASE_TABLE_ID, plan_rows, worst_and_best
 from medseg.training.config import TrainConfig
-from medseg.training.run2d import TrainSetup2D, train_2d
-from medseg.training.run3d import TrainSetup3D, train_3d
+from medseg.training.run import train
+from medseg.training.setup import TrainSetup
 from tests.helpers2d import write_disc_dataset
 from tests.helpers3d import write_msd_dataset
 
@@ -47,7 +47,7 @@ def build_run_2d(root: Path, n: int = 8) -> Path:
     """A trained (one epoch of two steps) and evaluated 2D run on ``n`` disc images; 40% are test images."""
     data = write_disc_dataset(root / "discs", n=n, size=32)
     run = root / "run2d"
-    train_2d(TrainSetup2D(str(data), str(run), split=(0.4, 0.2, 0.4), model_kwargs={"features": 4, "depth": 2}, train=tiny_config()))
+    train(TrainSetup(str(data), str(run), split=(0.4, 0.2, 0.4), model_kwargs={"features": 4, "depth": 2}, train=tiny_config()))
     evaluate_run(run)
     return run
 
@@ -56,7 +56,7 @@ def build_run_3d(root: Path) -> Path:
     """A trained and evaluated 3D run on four small blob volumes (two classes, anisotropic spacing)."""
     data = write_msd_dataset(root / "blobs", n=4)
     run = root / "run3d"
-    train_3d(TrainSetup3D(str(data), str(run), split=(0.5, 0.25, 0.25), model_kwargs={"features": 4, "depth": 1},
+    train(TrainSetup(str(data), str(run), split=(0.5, 0.25, 0.25), model_kwargs={"features": 4, "depth": 1},
                           train=tiny_config(patch_size=(16, 16, 8)), auto_patch=False, auto_batch=False))
     evaluate_run(run)
     return run

@@ -95,7 +95,7 @@ def _write_volume_case(case: BenchCase, ds: BenchDataset, images: Path, labels: 
         for c, p in enumerate(case.images):
             shutil.copyfile(p, images / f"{case.key}_{c:04d}.nii.gz")
     else:
-        from medseg.data.layouts import VolumeCase, load_case
+        from medseg.data.volume_case import VolumeCase, load_case
 
         img, _ = load_case(VolumeCase(case.key, case.images, None, None, ds.num_channels))
         for c in range(img.array.shape[0]):
@@ -122,7 +122,7 @@ def _png(path: Path, array: np.ndarray) -> None:
 
 def _write_image_case(case: BenchCase, ds: BenchDataset, images: Path, labels: Path, fov: Path | None) -> set[int]:
     from medseg.data.dataset2d import read_fov
-    from medseg.data.labels import read_mask
+    from medseg.data.mask_reading import read_mask
     from medseg.io import read_image
 
     img = read_image(case.images[0])

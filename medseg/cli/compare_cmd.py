@@ -1,4 +1,4 @@
-"""``medseg compare DATA --out DIR --models unet,fcn --budget 10m``."""
+"""``medseg compare DATA --out DIR --models unet,fcn --time-budget 10m`` (2D or 3D)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from rich import box
 from rich.table import Table
 
 from medseg.cli.main import console
-from medseg.cli.options import parse_size
-from medseg.errors import ConfigError
+from medseg.cli.setup_options import given_options, with_setup_options
+from medseg.training.options import SetupOptions
 
 DEFAULT_BUDGET = "10m"
 
@@ -52,69 +52,28 @@ def print_comparison(rows: list[dict], title: str) -> None:
             console.print(f"[red]{r['model']} failed:[/] {r['error']}", highlight=False, soft_wrap=True)
 
 
+@with_setup_options(epochs=None, monitor="val_dice")
 def compare(
-    data: Path = typer.Argument(..., help="Data folder (images + masks)."),
+    ctx: typer.Context,
+    data: Path = typer.Argument(..., help="Data folder: 2D images + masks, or a 3D dataset."),
     out: Path = typer.Option(..., "--out", "-o", help="Comparison folder: one run folder per model + comparison.csv/json/png."),
     models: Optional[str] = typer.Option(None, help="Comma-separated model names (default: every registered model; see `medseg models`)."),
-    budget: Optional[str] = typer.Option(None, help=f"Training time budget of EACH model, e.g. 10m (default {DEFAULT_BUDGET} unless --epochs is given)."),
-    epochs: Optional[int] = typer.Option(None, help="Maximum epochs of each model (alone: an epoch budget with no time limit)."),
-    features: Optional[int] = typer.Option(None, help="Width (first-stage channels) of every model that has a `features` argument."),
-    size: Optional[str] = typer.Option(None, help="Resize images to HxW (e.g. 256 or 256x320); default keeps their size."),
-    median: int = typer.Option(0, help="Median-filter size in pixels (0 = off)."),
-    normalize: str = typer.Option("zscore", help="zscore | minmax | none."),
-    split: str = typer.Option("60/20/20", help="train/val/test percentages; the test part is where models are compared."),
-    split_seed: int = typer.Option(0, help="Seed of the split (the same for every model)."),
-    images: Optional[str] = typer.Option(None, help="Image subfolder (detected by default)."),
-    masks: Optional[str] = typer.Option(None, help="Mask subfolder (detected by default)."),
-    fov: Optional[str] = typer.Option(None, help="Field-of-view mask subfolder (detected by default)."),
-    pair_pattern: Optional[str] = typer.Option(None, help="Regex on file names whose group 'key' (or group 1) pairs images and masks."),
-    group_pattern: Optional[str] = typer.Option(None, help="Regex whose group 'group' (or group 1) is the patient id."),
-    groups_csv: Optional[str] = typer.Option(None, help="CSV file,group giving each image's patient."),
-    label_colors: Optional[str] = typer.Option(None, help="Class colours 'name=r,g,b;...' or a labels.json path."),
-    num_classes: Optional[int] = typer.Option(None, help="Expected number of classes incl. background."),
-    iterations: int = typer.Option(50, help="Training steps per epoch."),
-    batch_size: int = typer.Option(8, help="Patches per step."),
-    patch_size: Optional[str] = typer.Option(None, help="Training patch HxW; default: whole images up to 128 px a side on CPU (256 on GPU)."),
-    lr: float = typer.Option(1e-3, help="Learning rate."),
-    optimizer: str = typer.Option("adam", help="adam | adamw | sgd."),
-    schedule: str = typer.Option("cosine", help="constant | cosine | poly."),
-    patience: int = typer.Option(30, help="Early stopping: epochs without improvement (0 = off)."),
-    seed: int = typer.Option(0, help="Random seed (the same for every model)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
-    augment: bool = typer.Option(True, help="Flips, rotation/scaling and intensity augmentation."),
-    monitor: str = typer.Option("val_dice", help="Checkpoint kept (and early stopping): val_dice | val_loss."),
     test_data: Optional[Path] = typer.Option(None, help="Labelled folder (e.g. an official test set) to evaluate every model on, instead of the split's test part (then e.g. --split 85/15/0)."),
+    *,
+    options: SetupOptions,
 ) -> None:
-    """Train several models on the same split with the same budget; compare test Dice, IoU, size, time."""
+    """Train several models on the same split with the same budget; compare test Dice, IoU, size, time.
+    The time budget (--time-budget, or --budget) is each model's, 10m unless --epochs is given."""
     from medseg.cli.progress import TrainProgress
-    from medseg.data.dataset2d import DataOptions2D
-    from medseg.data.preprocess2d import Preprocess2D
-    from medseg.data.split import parse_fractions
-    from medseg.training.compare import CSV_NAME, JSON_NAME, PLOT_NAME, check_models, compare_models
     from medseg.models import list_models
-    from medseg.training.config import TrainConfig
+    from medseg.training.compare import CSV_NAME, JSON_NAME, PLOT_NAME, check_models, compare_models
+    from medseg.training.options import build_setup
     from medseg.units import parse_duration
-    from medseg.training.run2d import TrainSetup2D
 
     names = check_models(models.split(",") if models is not None else list_models())
-    budget_s = parse_duration(budget if budget is not None else (None if epochs is not None else DEFAULT_BUDGET))
-    if features is not None and features < 1:
-        raise ConfigError(f"--features must be at least 1, got {features}")
-    psize = parse_size(patch_size)
-    base = TrainSetup2D(
-        data=str(data), out=str(out),
-        data_options=DataOptions2D(images, masks, fov, pair_pattern, group_pattern, groups_csv, label_colors, num_classes),
-        preprocess=Preprocess2D(size=parse_size(size), median=median, normalize=normalize),
-        split=parse_fractions(split), split_seed=split_seed,
-        train=TrainConfig(
-            patch_size=psize or (128, 128), batch_size=batch_size, iterations_per_epoch=iterations,
-            max_epochs=epochs if epochs is not None else 500, time_budget=budget_s, optimizer=optimizer, lr=lr,
-            schedule=schedule, patience=patience, seed=seed, device=device, threads=threads, augment=augment,
-            monitor=monitor,
-        ),
-        auto_patch=psize is None,
-    )
+    epochs = options.epochs
+    budget_s = parse_duration(options.time_budget if options.time_budget is not None else (None if epochs is not None else DEFAULT_BUDGET))
+    base = build_setup(data, out, options, given_options(ctx))
     per_model = f"{budget_s:.0f} s" if budget_s else f"{epochs} epochs"
     console.print(f"comparing {', '.join(names)}: {per_model} each, same split and settings", highlight=False)
 
@@ -122,8 +81,7 @@ def compare(
         console.rule(name)
         return TrainProgress(console, per_model)
 
-    rows = compare_models(data, out, names, budget_s, epochs, base, common_kwargs={"features": features}, progress=progress,
-                          test_data=test_data)
+    rows = compare_models(data, out, names, budget_s, epochs, base, progress=progress, test_data=test_data)
     console.rule("comparison")
     n_test = next((r["test_images"] for r in rows if not r.get("error") and not math.isnan(r["mean_dice"])), 0)
     print_comparison(rows, f"{len(rows)} models, {per_model} each; {'test split' if test_data is None else test_data}: {n_test} images")

@@ -35,7 +35,7 @@ def show(
 ) -> None:
     """Save a grid PNG of images beside their labels and overlays."""
     from medseg.data.dataset2d import DataOptions2D, prepare_dataset
-    from medseg.data.labels import read_mask
+    from medseg.data.mask_reading import read_mask
     from medseg.evaluation.plots import image_label_grid
     from medseg.io import read_image
 

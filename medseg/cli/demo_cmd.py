@@ -5,6 +5,7 @@ synth → show → train → evaluate → predict, in a few minutes on a laptop 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import typer
@@ -22,7 +23,7 @@ def demo(
     from medseg.cli.eval_cmd import print_summary
     from medseg.cli.progress import TrainProgress
     from medseg.data.dataset2d import DataOptions2D, prepare_dataset
-    from medseg.data.labels import read_mask
+    from medseg.data.mask_reading import read_mask
     from medseg.data.phantom import make_phantom_dataset
     from medseg.data.preprocess2d import Preprocess2D
     from medseg.evaluation.evaluate_run import evaluate_run
@@ -31,9 +32,9 @@ def demo(
     from medseg.io import read_image
     from medseg.runfolder.split import read_split
     from medseg.training.config import TrainConfig
+    from medseg.training.run import train
+    from medseg.training.setup import TrainSetup
     from medseg.units import parse_duration
-    from medseg.training.run2d import TrainSetup2D, train_2d
-    import shutil
 
     data, run, preds = out / "data", out / "run", out / "predictions"
     if run.exists():
@@ -46,13 +47,13 @@ def demo(
     image_label_grid(items, ds.display_colors, out / "preview.png", names=ds.scheme.names)
     console.print(f"{len(ds.cases)} slices of {len({c.group for c in ds.cases})} patients; preview: {out / 'preview.png'}", highlight=False)
     console.rule("3/5 train")
-    setup = TrainSetup2D(
-        data=str(data), out=str(run), preprocess=Preprocess2D(size=(size, size)),
+    setup = TrainSetup(
+        data=str(data), out=str(run), dims=2, preprocess=Preprocess2D(size=(size, size)),
         model="unet", model_kwargs={"features": 16},
         train=TrainConfig(batch_size=8, iterations_per_epoch=25, time_budget=parse_duration(budget), lr=2e-3, seed=seed, patience=0),
     )
     with TrainProgress(console, budget) as progress:
-        result = train_2d(setup, callbacks=progress)
+        result = train(setup, callbacks=progress)
     console.print(f"{result.epochs} epochs in {result.elapsed:.0f} s; curves in {run / 'plots'}", highlight=False)
     console.rule("4/5 evaluate on the held-out test patients")
     summary = evaluate_run(run)

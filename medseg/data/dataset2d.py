@@ -18,7 +18,9 @@ from PIL import Image
 
 from medseg.data.cache import fingerprint
 from medseg.data.discovery import Case2D, Discovery, discover
-from medseg.data.labels import LabelScheme, detect_scheme, load_labels_json, parse_label_colors, read_mask
+from medseg.data.labels import LabelScheme
+from medseg.data.label_files import load_labels_json, parse_label_colors
+from medseg.data.mask_reading import detect_scheme, read_mask
 from medseg.data.preprocess2d import Preprocess2D
 from medseg.errors import DataError
 from medseg.io import read_image

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from medseg.data.cache import CachedCase, PreprocessedCache, fingerprint
 from medseg.data.labels import LabelScheme
-from medseg.data.layouts import VolumeCase, load_case
+from medseg.data.volume_case import VolumeCase, load_case
 from medseg.data.preprocess3d import Preprocess3D, intensity_stats
 from medseg.errors import DataError
 from medseg.io.atomic import write_json

@@ -30,13 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medseg.data.files import IMAGE_SUFFIXES, brief_listing, has_images, list_image_files, names_of, visible
 from medseg.data.grouping import Grouping, assign_groups
 from medseg.data.naming import file_role, pairing_key, pattern_key_fn, prefix_pairs, tokens
 from medseg.errors import DataError
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".bmp")
 
 #: subfolder names (lower case) that hold images, in priority order
 IMAGE_DIR_NAMES = ("images", "image", "imgs", "img", "scans", "inputs", "input", "x")
@@ -48,10 +47,6 @@ LABEL_DIR_NAMES = (
 #: subfolder names (lower case) that hold field-of-view masks
 FOV_DIR_NAMES = ("fov", "roi")
 
-#: operating-system clutter and medseg's own dataset metadata, skipped without a warning
-_JUNK_FILES = frozenset({"thumbs.db", "desktop.ini", "labels.json"})
-#: folders never searched: archive clutter
-_JUNK_DIRS = frozenset({"__macosx", "__pycache__"})
 #: how deep below the dataset folder cases are looked for
 MAX_DEPTH = 8
 
@@ -111,72 +106,6 @@ class Discovery:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def _brief_listing(folder: Path, limit: int = 8) -> str:
-    try:
-        entries = sorted(folder.iterdir(), key=lambda p: p.name.lower())
-    except OSError:
-        return "(cannot list)"
-    if not entries:
-        return "(empty)"
-    names = [p.name + ("/" if p.is_dir() else "") for p in entries[:limit]]
-    more = f" ... and {len(entries) - limit} more" if len(entries) > limit else ""
-    return ", ".join(names) + more
-
-
-def _visible(p: Path) -> bool:
-    return not p.name.startswith(".") and p.name.lower() not in _JUNK_FILES | _JUNK_DIRS
-
-
-def _scan(folder: Path, recursive: bool) -> tuple[list[Path], list[str]]:
-    """(image files, names of other files) in ``folder``, sorted by path; hidden files and clutter left out."""
-    images: list[Path] = []
-    skipped: list[str] = []
-    for p in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not _visible(p):
-            continue
-        if p.is_dir():
-            if recursive:
-                sub_images, sub_skipped = _scan(p, True)
-                images += sub_images
-                skipped += [f"{p.name}/{s}" for s in sub_skipped]
-        elif p.suffix.lower() in IMAGE_SUFFIXES:
-            images.append(p)
-        elif p.is_file():
-            skipped.append(p.name)
-    return images, skipped
-
-
-def list_image_files(folder: Path, recursive: bool = False, warn: bool = True) -> list[Path]:
-    """The image files in ``folder`` (and its subfolders when ``recursive``), sorted by path.
-
-    Hidden files (``.DS_Store``, ``._x.png``), OS clutter (``Thumbs.db``, ``desktop.ini``) and
-    ``labels.json`` are ignored silently; any other file whose ending is not one of
-    :data:`IMAGE_SUFFIXES` is skipped with one logged WARNING naming them (unless ``warn`` is
-    false), so a stray ``notes.txt`` does not stop a run.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError("folder not found", path=folder)
-    images, skipped = _scan(folder, recursive)
-    if skipped and warn:
-        shown = ", ".join(skipped[:10]) + (f" ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
-        log.warning("%s: skipping %d file(s) that are not 2D images: %s", folder, len(skipped), shown)
-    return images
-
-
-def _has_images(folder: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p) for p in folder.iterdir())
-
-
-def _names(paths, limit: int = 5) -> str:
-    paths = list(paths)
-    shown = ", ".join(p.name for p in paths[:limit])
-    return shown + (f" ... and {len(paths) - limit} more" if len(paths) > limit else "")
-
-
-# --------------------------------------------------------------------------- layouts
 
 
 def _resolve_dir(root: Path, value: str | Path, what: str) -> Path:
@@ -249,13 +178,13 @@ def find_layouts(root: str | Path, images: str | Path | None = None, masks: str 
 
     def walk(layout: Layout2D, depth: int) -> list[Layout2D]:
         folder = layout.root
-        if layout.images != folder or (layout.masks is not None and layout.masks != folder) or _has_images(folder):
+        if layout.images != folder or (layout.masks is not None and layout.masks != folder) or has_images(folder):
             return [layout]
         if depth >= MAX_DEPTH:
             return []
         found: list[Layout2D] = []
         for sub in sorted(folder.iterdir(), key=lambda p: p.name):
-            if sub.is_dir() and _visible(sub):
+            if sub.is_dir() and visible(sub):
                 found += walk(find_layout(sub), depth + 1)
         return found
 
@@ -408,7 +337,7 @@ def discover(root: str | Path, *, images: str | Path | None = None, masks: str |
         where = layouts[0].images
         sub = any(p.is_dir() for p in root.iterdir())
         raise DataError(
-            f"no images found (contents: {_brief_listing(where)})", path=where,
+            f"no images found (contents: {brief_listing(where)})", path=where,
             hint=("point medseg at the folder that holds the images (or its images/ + labels/ subfolders), "
                   "or name the folders with --images and --masks" if sub and where == root
                   else f"put the images ({', '.join(IMAGE_SUFFIXES)}) in this folder, or name it with --images"))
@@ -416,24 +345,24 @@ def discover(root: str | Path, *, images: str | Path | None = None, masks: str |
         where = layouts[0].masks or root
         raise DataError(
             "no mask files found" + ("" if layouts[0].masks is not None else
-                                     f" (no label folder such as labels/ or masks/; contents: {_brief_listing(root)})"),
+                                     f" (no label folder such as labels/ or masks/; contents: {brief_listing(root)})"),
             path=where, hint="name the label folder with --masks, or put masks named like <image>_mask.png beside the images")
     missing = [p for _, p, ms, _, _ in cases if not ms]
     if require_masks and missing:
-        extra = f"; masks without an image: {_names(orphans)}" if orphans else ""
+        extra = f"; masks without an image: {names_of(orphans)}" if orphans else ""
         raise DataError(
             f"no mask found for image '{missing[0].name}' "
-            f"({len(missing)} of {len(cases)} images without a mask: {_names(missing)}{extra})",
+            f"({len(missing)} of {len(cases)} images without a mask: {names_of(missing)}{extra})",
             path=missing[0],
             hint="images and masks are paired by name (e.g. 21_training.tif <-> 21_manual1.gif, or 01.jpg <-> 01_1stObs.png); "
             "give --pair-pattern with a (?P<key>...) group if your names differ, or --masks for the label folder")
     if orphans:
         raise DataError(f"mask '{orphans[0].name}' has no matching image ({len(orphans)} mask(s) without an image: "
-                        f"{_names(orphans)})", path=orphans[0],
+                        f"{names_of(orphans)})", path=orphans[0],
                         hint="remove the stray mask, add its image, or give --pair-pattern if names differ; images in "
                         "subfolders pair only with masks in subfolders of the same name")
     if stray:
-        log.warning("%d FOV mask(s) with no matching image, ignored: %s", len(stray), _names(stray))
+        log.warning("%d FOV mask(s) with no matching image, ignored: %s", len(stray), names_of(stray))
 
     keys = _unique_keys([(k, folder, p) for k, p, _, _, folder in cases])
     grouping = assign_groups(root, {k: c[1] for k, c in zip(keys, cases)}, {k: c[4] for k, c in zip(keys, cases)},

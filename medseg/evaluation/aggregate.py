@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from medseg.evaluation.metrics import COUNTS, METRICS
 
@@ -31,7 +32,8 @@ CONFIDENCE = 0.95
 
 def bootstrap_ci(values: np.ndarray, *, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
                  confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (1-D, no NaN)."""
+    """Percentile bootstrap interval of the mean of ``values`` (1-D, no NaN): :func:`scipy.stats.bootstrap`,
+    seeded, resampling in batches of bounded memory."""
     v = np.asarray(values, dtype=np.float64).ravel()
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
@@ -39,15 +41,9 @@ def bootstrap_ci(values: np.ndarray, *, samples: int = BOOTSTRAP_SAMPLES, seed: 
         return (math.nan, math.nan)
     if v.size == 1 or np.all(v == v[0]):
         return (float(v[0]), float(v[0]))
-    rng = np.random.default_rng(seed)
-    means = np.empty(samples, dtype=np.float64)
-    chunk = max(1, 2_000_000 // v.size)  # bounded memory for many cases
-    for start in range(0, samples, chunk):
-        stop = min(samples, start + chunk)
-        means[start:stop] = v[rng.integers(0, v.size, size=(stop - start, v.size))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
-    return (float(lo), float(hi))
+    res = stats.bootstrap((v,), np.mean, n_resamples=samples, method="percentile", confidence_level=confidence,
+                          random_state=np.random.default_rng(seed), batch=max(1, 2_000_000 // v.size))
+    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
 def describe(values: Sequence[float] | np.ndarray, **bootstrap) -> dict[str, Any]:

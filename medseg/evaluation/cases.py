@@ -16,8 +16,10 @@ import numpy as np
 from medseg.data.dataset2d import DataOptions2D, read_fov
 from medseg.data.dataset3d import class_ids
 from medseg.data.discovery import discover_cases
-from medseg.data.labels import LabelScheme, read_mask
-from medseg.data.layouts import VolumeCase, discover_volume_cases, load_case
+from medseg.data.labels import LabelScheme
+from medseg.data.mask_reading import read_mask
+from medseg.data.layouts import discover_volume_cases
+from medseg.data.volume_case import VolumeCase, load_case
 from medseg.errors import ConfigError, DataError, RunFolderError
 from medseg.io import ImageData, read_image
 from medseg.runfolder.split import SPLIT_FILE, SplitEntry, check_files, read_split

@@ -47,8 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.discovery import IMAGE_SUFFIXES, pairing_key
-from medseg.data.labels import LabelScheme, _canonical, detect_scheme
+from medseg.data.files import IMAGE_SUFFIXES
+from medseg.data.naming import pairing_key
+from medseg.data.labels import LabelScheme, canonical
+from medseg.data.mask_reading import detect_scheme
 from medseg.errors import ConfigError, DataError
 from medseg.evaluation.metrics import DEFAULT_TOLERANCE, case_metrics, class_metrics, mean_over_classes, wide_row
 from medseg.evaluation.outputs import spacing_text, summarize, write_cases_json, write_rows_csv, write_summary
@@ -228,7 +230,7 @@ def _read_mask_2d(path: Path, scheme: LabelScheme, prediction: bool) -> np.ndarr
     except DataError:
         if not prediction:
             raise
-        kind, codes, transparent = _canonical(arr, path)
+        kind, codes, transparent = canonical(arr, path)
         if transparent is not None:
             codes = np.where(transparent, 0, codes)
         if kind == "gray" and (not codes.size or codes.max() < scheme.num_classes):

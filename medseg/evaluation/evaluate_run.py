@@ -16,7 +16,8 @@ Writes into ``RUN/evaluation`` (or ``out``):
   (:mod:`medseg.evaluation.outputs`), the pooled Dice/IoU and accuracy, ``dims``, and the calibration;
 - ``predictions/<case>``: each prediction, a PNG of class ids (2D) or the label values on the case's
   grid (3D, the input's format);
-- ``cases.json``: ``{case: {"image", "label" (one path, or a list), "prediction", "fov"}}``, absolute paths;
+- ``cases.json``: ``{case: {"image" (3D: the list of channel files), "label" (one path, or a list), "prediction",
+  "fov"}}``, absolute paths;
 - ``overlays/``: the best and worst images (2D; the report draws volumes).
 """
 
@@ -104,7 +105,8 @@ def evaluate_run(
                "mean_dice": mean_over_classes(per_class), **wide_row(per_class)}
         rows.append(row)
         pred_path, _ = writer.write(out_dir / "predictions", InputCase(case.key, entry.images), case.image, prediction)
-        listing[case.key] = {"image": _one_or_list(entry.images), "label": _one_or_list(entry.labels),
+        listing[case.key] = {"image": [str(p.resolve()) for p in entry.images] if dims == 3 else str(entry.images[0].resolve()),
+                             "label": _one_or_list(entry.labels),
                              "prediction": str(pred_path.resolve()),
                              "fov": str(entry.fov.resolve()) if entry.fov is not None else None}
         if dims == 2:

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from medseg.data.discovery import IMAGE_SUFFIXES, list_image_files
-from medseg.data.layouts import VolumeCase, load_case
+from medseg.data.files import IMAGE_SUFFIXES, list_image_files
+from medseg.data.volume_case import VolumeCase, load_case
 from medseg.errors import DataError
 from medseg.io import ImageData, read_image
 from medseg.io.base import file_suffix

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.preprocess3d import ANISOTROPY_THRESHOLD
+from medseg.data.resample import ANISOTROPY_THRESHOLD
 
 #: a class's typical component should keep at least this many voxels at the target spacing
 MIN_COMPONENT_VOXELS = 64

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,26 @@ def load_state(stem: str | Path, model: torch.nn.Module, optimizer: torch.optim.
         state.setdefault(int(idx), {}).update(sc)
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
     return meta
+
+
+@dataclass
+class LoopState:
+    """Where the loop is; saved in every checkpoint as ``info``."""
+
+    epoch: int = -1                 # the last completed epoch
+    next_iteration: int = 0         # steps already made in epoch ``epoch + 1`` (mid-epoch checkpoints)
+    elapsed: float = 0.0            # training seconds so far, validation included
+    best: float = float("nan")
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    last_val_time: float = 0.0
+    epoch_losses: list[float] = field(default_factory=list)
+    train_cm: list | None = None    # the running epoch's training confusion matrix
+    finished: bool = False
+    stopped_by: str = ""
+    ema_updates: int = 0            # steps averaged into the EMA weights (``ema_decay``)
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> "LoopState":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in info.items() if k in known})

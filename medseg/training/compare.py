@@ -1,7 +1,7 @@
 """Compare networks on one dataset: same split, same preprocessing, same budget.
 
 :func:`compare_models` trains every requested model from one template
-:class:`~medseg.training.run2d.TrainSetup2D` (same data options, preprocessing,
+:class:`~medseg.training.setup.TrainSetup` (same data options, preprocessing,
 split fractions and seed, and the same :class:`~medseg.training.config.TrainConfig`,
 so the same time or epoch budget), each into ``out/<model>/``. Each run is then
 evaluated on the held-out test split (:func:`~medseg.evaluation.evaluate_run.evaluate_run`)
@@ -14,7 +14,7 @@ One row per model: ``model``, ``params``, ``train_seconds``, ``epochs``,
 ``best_epoch``, ``stopped_by``, ``dice_<class>`` (mean over test images),
 ``mean_dice`` (per image mean over foreground classes, then mean over images),
 ``iou_mean`` (per-class mean IoU, averaged over classes), ``inference_ms``
-(per image), ``test_images`` and ``error`` (empty unless this model failed; the
+(per image or volume), ``test_images`` and ``error`` (empty unless this model failed; the
 others carry on). HD95 is not computed yet, so there is no column for it.
 
 Writes ``out/comparison.csv``, ``out/comparison.json`` (settings + rows) and
@@ -36,9 +36,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from medseg.runfolder.split import read_split
 from medseg.errors import ConfigError, RunFolderError
 from medseg.io.atomic import atomic_path, write_json, write_text
+from medseg.runfolder import read_run_info
+from medseg.runfolder.split import read_split
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,13 @@ def compare_models(
     """Train, evaluate and time every model of ``models`` on the same split; return one row per model.
 
     Args:
-        data: labelled 2D data folder.
+        data: labelled data folder: 2D images and masks, or a 3D dataset.
         out: comparison folder; model ``m`` trains into ``out/m``, which must not exist yet
             (or be empty).
         models: registered model names.
         budget_seconds: training time budget of each model (the LR schedule fits it).
         epochs: maximum epochs of each model. With neither, ``base_setup.train`` decides.
-        base_setup: a :class:`~medseg.training.run2d.TrainSetup2D` template: data options,
+        base_setup: a :class:`~medseg.training.setup.TrainSetup` template: data options,
             preprocessing, split, training config and ``model_kwargs`` (applied, like
             ``common_kwargs``, to every model that accepts them). Its ``data``, ``out`` and
             ``model`` are replaced.
@@ -115,12 +116,11 @@ def compare_models(
         test_data: a labelled folder (e.g. an official test set) on which every model is
             evaluated and timed instead of the split's test part, which may then be empty.
     """
-    from medseg.data.dataset2d import prepare_dataset
-    from medseg.training.run2d import TrainSetup2D
+    from medseg.training.setup import TrainSetup
 
     names = check_models(models)
     data, out = Path(data), Path(out)
-    base = copy.deepcopy(base_setup) if base_setup is not None else TrainSetup2D(data=str(data), out=str(out))
+    base = copy.deepcopy(base_setup) if base_setup is not None else TrainSetup(data=str(data), out=str(out))
     if test_data is None and (len(base.split) < 3 or not base.split[2] > 0):
         raise ConfigError("the comparison needs a test subset in the split, or a test folder",
                           hint="use e.g. --split 60/20/20, or --test-data DIR")
@@ -143,8 +143,7 @@ def compare_models(
     if stray:
         log.warning("model arguments given for %s, which %s not compared", ", ".join(stray), "is" if len(stray) == 1 else "are")
     # bad data fails once, here, not once per model
-    ds = prepare_dataset(data, base.data_options)
-    log.info("comparing %s on %d images of %s", ", ".join(names), len(ds.cases), data)
+    log.info("comparing %s on the %d cases of %s", ", ".join(names), _count_cases(data, base), data)
 
     rows: list[dict] = []
     test_keys: dict[str, list[str]] = {}
@@ -182,6 +181,17 @@ def compare_models(
 _TOO_SMALL = ("Expected more than 1 spatial element when training", "Expected more than 1 value per channel when training")
 
 
+def _count_cases(data: Path, setup) -> int:
+    """The dataset's cases, found as training will find them (an unreadable dataset fails here)."""
+    if setup.dims == 2:
+        from medseg.data.dataset2d import prepare_dataset
+
+        return len(prepare_dataset(data, setup.data_options).cases)
+    from medseg.data.layouts import discover_volume_cases
+
+    return len(discover_volume_cases(data)[0])
+
+
 def _error_text(e: BaseException, setup=None) -> str:
     text = " ".join(str(e).split())
     text = f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -195,12 +205,12 @@ def _error_text(e: BaseException, setup=None) -> str:
 def _run_one(setup, progress: ProgressFactory | None, test_data: str | Path | None = None) -> dict:
     from medseg.evaluation.evaluate_run import evaluate_run
     from medseg.models.summary import count_parameters
-    from medseg.training.run2d import train_2d
+    from medseg.training.run import train
 
     name, run_dir = setup.model, Path(setup.out)
     log.info("training %s into %s", name, run_dir)
     with (progress(name) if progress else nullcontext()) as callbacks:
-        result = train_2d(setup, callbacks=callbacks)
+        result = train(setup, callbacks=callbacks)
     summary = evaluate_run(run_dir, test_data)
     ms, predictor, keys = inference_ms(run_dir, test_data)
     row: dict[str, Any] = {
@@ -233,20 +243,19 @@ def _mean_or_nan(stat: dict | None) -> float:
 def inference_ms(run_dir: str | Path, test_data: str | Path | None = None):
     """Milliseconds per test image (of the split, or of the folder ``test_data``) of ``Predictor.predict``
     (after one warm-up); also the predictor and test keys."""
+    from medseg.evaluation.cases import folder_cases
+    from medseg.inference.inputs import InputCase, read_input
     from medseg.inference.predictor import Predictor
-    from medseg.io import read_image
 
     run_dir = Path(run_dir)
+    predictor = Predictor.from_run(run_dir)
     if test_data is not None:
-        from medseg.data.discovery import discover_cases
-
-        entries = [(c.key, c.image) for c in discover_cases(Path(test_data), require_masks=True)]
+        entries = folder_cases(test_data, predictor.dims, read_run_info(run_dir).get("data_options"))
     else:
-        entries = [(e.key, e.images[0]) for e in read_split(run_dir)["test"]]
+        entries = read_split(run_dir)["test"]
     if not entries:
         raise RunFolderError("the run's split has no test images", path=run_dir)
-    predictor = Predictor.from_run(run_dir)
-    images = [read_image(path) for _, path in entries]
+    images = [read_input(InputCase(e.key, e.images), predictor.dims, predictor.num_channels) for e in entries]
     predictor.predict(images[0])  # warm-up: first-call allocations, kernel selection
     sync = _synchronizer(predictor.device)
     sync()
@@ -254,7 +263,7 @@ def inference_ms(run_dir: str | Path, test_data: str | Path | None = None):
     for img in images:
         predictor.predict(img)
     sync()
-    return (time.perf_counter() - t0) * 1000.0 / len(images), predictor, [key for key, _ in entries]
+    return (time.perf_counter() - t0) * 1000.0 / len(images), predictor, [e.key for e in entries]
 
 
 def _synchronizer(device) -> Callable[[], None]:

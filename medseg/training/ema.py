@@ -1,17 +1,18 @@
-"""An exponential moving average (EMA) of a network's weights.
+"""An exponential moving average (EMA) of a network's weights, kept by PyTorch's
+:class:`torch.optim.swa_utils.AveragedModel`.
 
-After every optimiser step, ``ema = d * ema + (1 - d) * weights`` (buffers are copied), with
-``d = min(decay, (1 + n) / (10 + n))`` at update ``n``, so that the average does not drag the
-random initial weights along for the first few hundred steps. With ``TrainConfig(ema_decay=...)``
-the engine validates and saves the averaged network: it smooths the step-to-step noise of the
-weights, which late in a short run is larger than what one more epoch adds.
+The average starts as a copy of the network; update ``n`` (``n`` updates before it) makes
+``ema = d * ema + (1 - d) * weights`` with ``d = min(decay, (1 + n) / (10 + n))``, so that the average
+does not drag the initial weights along for the first few hundred steps; buffers are copied. (The
+copy counts as the averaged model's first sample, so its ``n_averaged`` is ``updates + 1``.) With
+``TrainConfig(ema_decay=...)`` the engine validates and saves the averaged network: it smooths the
+step-to-step noise of the weights, which late in a short run is larger than what one more epoch adds.
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 
 class WeightEMA:
@@ -26,19 +27,32 @@ class WeightEMA:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
-        self.updates = 0
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
+        self.averaged = AveragedModel(model, avg_fn=self._average, use_buffers=False)
+        self.averaged.n_averaged.fill_(1)  # the copy of the initial weights is the first sample
+        self.averaged.eval()
+        for p in self.averaged.parameters():
             p.requires_grad_(False)
 
-    def current_decay(self) -> float:
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+    def _average(self, avg: torch.Tensor, new: torch.Tensor, n_averaged: torch.Tensor) -> torch.Tensor:
+        n = int(n_averaged) - 1  # updates before this one
+        d = min(self.decay, (1 + n) / (10 + n))
+        return torch.lerp(avg, new, 1.0 - d)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The averaged network (validated and saved)."""
+        return self.averaged.module
+
+    @property
+    def updates(self) -> int:
+        return int(self.averaged.n_averaged) - 1
+
+    @updates.setter
+    def updates(self, n: int) -> None:  # restored from a checkpoint
+        self.averaged.n_averaged.fill_(int(n) + 1)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        d = self.current_decay()
-        for avg, new in zip(self.module.parameters(), model.parameters()):
-            avg.lerp_(new.detach(), 1.0 - d)
+        self.averaged.update_parameters(model)
         for avg, new in zip(self.module.buffers(), model.buffers()):
             avg.copy_(new)
-        self.updates += 1

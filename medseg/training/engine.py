@@ -34,7 +34,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,8 +47,7 @@ from medseg.data.sampling import PatchSampler
 from medseg.errors import ConfigError
 from medseg.evaluation.overlap import OverlapMetric, mean_foreground
 from medseg.io.atomic import write_json
-from medseg.io.weights import load_tensors
-from medseg.models.weights import WEIGHTS_FILE, save_model
+from medseg.models.weights import save_model
 from medseg.runtime import distributed
 from medseg.runtime.device import (
     amp_dtype_for,
@@ -60,12 +59,12 @@ from medseg.runtime.device import (
     seed_everything,
     single_threaded,
 )
-from medseg.training.checkpoint import capture_rng, load_state, restore_rng, save_state, unwrap
+from medseg.training.checkpoint import LoopState, capture_rng, load_state, restore_rng, save_state, unwrap
 from medseg.training.config import TrainConfig
 from medseg.runfolder.history import read_history, write_history
 from medseg.training.ema import WeightEMA
 from medseg.training.losses import DiceCELoss
-from medseg.training.validation import Validator
+from medseg.training.validation import Validator, choose_final_model
 from medseg.training.schedule import augment_strength, lr_factor
 
 log = logging.getLogger(__name__)
@@ -91,29 +90,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-@dataclass
-class LoopState:
-    """Where the loop is; saved in every checkpoint as ``info``."""
-
-    epoch: int = -1                 # the last completed epoch
-    next_iteration: int = 0         # steps already made in epoch ``epoch + 1`` (mid-epoch checkpoints)
-    elapsed: float = 0.0            # training seconds so far, validation included
-    best: float = float("nan")
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    last_val_time: float = 0.0
-    epoch_losses: list[float] = field(default_factory=list)
-    train_cm: list | None = None    # the running epoch's training confusion matrix
-    finished: bool = False
-    stopped_by: str = ""
-    ema_updates: int = 0            # steps averaged into the EMA weights (``ema_decay``)
-
-    @classmethod
-    def from_info(cls, info: dict[str, Any]) -> "LoopState":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in info.items() if k in known})
-
-
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = model.parameters()
     if cfg.optimizer == "adam":
@@ -121,10 +97,6 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay or 1e-2)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 def state_hash(model: torch.nn.Module) -> str:
@@ -402,23 +374,8 @@ class Trainer:
         return TrainResult(st.epoch + 1, st.best_epoch, st.best, stopped_by, st.elapsed, history)
 
     def _choose_final_model(self, st: LoopState) -> None:
-        """The final choice on every validation case: the best checkpoint by the epoch subset, or the
-        weights at the end; the better becomes ``model.safetensors`` and ``st.best``/``st.best_epoch`` say
-        which, scored on the whole split (reported in ``validation.json``)."""
-        t = time.perf_counter()
-        last = st.best_epoch == st.epoch  # the best checkpoint is the end's weights: one pass tells all
-        best_state = None if last else load_tensors(self.run_dir / WEIGHTS_FILE)
-        choice = self.validator.final_choice(self.eval_model, best_state, self._better, self.cfg.monitor)
-        if last:
-            choice.update(kept="best", best=choice["final"])
-        elif choice["kept"] == "final":
-            save_model(self.run_dir, self.eval_model)
-            st.best_epoch = st.epoch
-        st.best = choice[choice["kept"]]
-        choice.update(best_epoch=st.best_epoch, seconds=round(time.perf_counter() - t, 2))
-        write_json(self.run_dir / "validation.json", choice)
-        log.info("final model chosen on all %d validation cases: %s, epoch %d (%s %s at the end, %s for the best by the subset)",
-                 choice["cases"], choice["kept"], st.best_epoch, choice["monitor"], _fmt(choice["final"]), _fmt(choice.get("best")))
+        """See :func:`~medseg.training.validation.choose_final_model`."""
+        choose_final_model(self.validator, self.eval_model, self.run_dir, st, self._better, self.cfg.monitor)
 
     def _end_epoch(self, epoch: int, st: LoopState, metric: OverlapMetric, out_of_time: bool, t0: float,
                    history: list[dict], history_path: Path) -> tuple[str, bool]:

@@ -1,36 +1,35 @@
-"""Cross-entropy + soft Dice, with optional deep supervision.
+"""Cross-entropy + soft Dice (MONAI's ``DiceCELoss``), with optional deep supervision.
 
-``logits``: ``(N, K, *S)`` (or a list of them, full resolution first, for deep
-supervision); ``target``: ``(N, *S)`` integer class ids. Dice is the batch soft
-Dice over foreground classes (background excluded), as in nnU-Net.
+``logits``: ``(N, K, *S)`` (or a list of them, full resolution first, for deep supervision);
+``target``: ``(N, *S)`` integer class ids. Dice is the batch soft Dice over the foreground classes
+(background excluded, smoothing 1e-5), as in nnU-Net; losses are computed in float32.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceCELoss as _DiceCE
+from monai.losses import DiceLoss
 from torch import nn
 
+SMOOTH = 1e-5
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    k = logits.shape[1]
-    probs = logits.float().softmax(1)
-    onehot = F.one_hot(target.long(), k).movedim(-1, 1).to(probs.dtype)
-    dims = (0,) + tuple(range(2, logits.ndim))
-    inter = (probs * onehot).sum(dims)
-    denom = probs.sum(dims) + onehot.sum(dims)
-    dice = (2 * inter + smooth) / (denom + smooth)
-    return 1 - dice[1:].mean() if k > 1 else 1 - dice.mean()
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - the batch soft Dice of ``softmax(logits)`` over the foreground classes; ``target`` ``(N, *S)`` class ids."""
+    return DiceLoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=SMOOTH,
+                    smooth_dr=SMOOTH)(logits.float(), target[:, None].long())
 
 
 class DiceCELoss(nn.Module):
     def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0):
         super().__init__()
-        self.dice_weight, self.ce_weight = dice_weight, ce_weight
+        self.loss = _DiceCE(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=SMOOTH,
+                            smooth_dr=SMOOTH, lambda_dice=dice_weight, lambda_ce=ce_weight)
 
     def single(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(logits.float(), target.long())
-        return self.ce_weight * ce + self.dice_weight * soft_dice_loss(logits, target)
+        return self.loss(logits.float(), target[:, None].long())
 
     def forward(self, logits, target: torch.Tensor) -> torch.Tensor:
         if not isinstance(logits, (list, tuple)):

@@ -1,7 +1,6 @@
 """A plan plus the flags given on the command line → the training setup.
 
-:func:`plan_setup` takes a :class:`~medseg.training.run2d.TrainSetup2D` /
-:class:`~medseg.training.run3d.TrainSetup3D` built from the command line, a plan (read from
+:func:`plan_setup` takes a :class:`~medseg.training.setup.TrainSetup` built from the command line, a plan (read from
 ``--plan FILE``, or made from the data's fingerprint) and the names of the options the user
 actually gave. Each plan entry replaces the setup's value unless its flag was given; a given
 flag that differs from the plan is recorded in ``plan.json``'s ``overrides`` and in the run's
@@ -46,6 +45,8 @@ FLAG_ENTRIES = {
 }
 
 NETWORK_KEYS = ("features", "depth", "strides", "kernel_sizes", "max_features", "dropout")
+#: network arguments the plan does not decide, kept as given
+KEPT_KWARGS = ("deep_supervision",)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -61,9 +62,7 @@ def _same(a: Any, b: Any) -> bool:
 def obtain_plan(setup, plan_file: str | Path | None, *, progress: Callable[[int, int], None] | None = None,
                 time_budget: float | None = None) -> tuple[Plan, dict | None]:
     """``(plan, fingerprint or None)``: the plan in ``plan_file``, or a new one made from the data."""
-    from medseg.data.layouts import is_volume_dataset
-
-    dims = 3 if is_volume_dataset(setup.data) else 2
+    dims = setup.dims
     if plan_file is not None:
         plan = load_plan(plan_file)
         if plan.dims != dims:
@@ -75,7 +74,7 @@ def obtain_plan(setup, plan_file: str | Path | None, *, progress: Callable[[int,
     from medseg.planning.fingerprint import compute_fingerprint
     from medseg.planning.planner import make_plan
 
-    fp = compute_fingerprint(setup.data, data_options=getattr(setup, "data_options", None), progress=progress)
+    fp = compute_fingerprint(setup.data, data_options=setup.data_options, progress=progress)
     for p in fp["problems"][:10]:
         log.warning("%s%s: %s", f"{p['case']}: " if p["case"] else "", p["kind"], p["detail"])
     return make_plan(fp, device=setup.train.device, time_budget=time_budget, fingerprint_file=FINGERPRINT_FILE,
@@ -101,10 +100,8 @@ def expected_val_cases(setup, num_cases: int) -> int:
 def plan_setup(setup, plan: Plan, given: set[str], plan_source: str = "made from the data"):
     """Write the plan's entries into ``setup`` (in place) except those whose flag is in ``given``;
     return the overrides ``{entry: {"plan": value, "used": value, "flag": name}}``."""
-    from medseg.training.run3d import TrainSetup3D
-
-    is_3d = isinstance(setup, TrainSetup3D)
-    if is_3d != (plan.dims == 3):
+    is_3d = setup.dims == 3
+    if setup.dims != plan.dims:
         raise ConfigError(f"the plan is for {plan.dims}D data, the setup for {'3' if is_3d else '2'}D")
     cfg = setup.train
     overrides: dict[str, Any] = {}
@@ -141,7 +138,7 @@ def plan_setup(setup, plan: Plan, given: set[str], plan_source: str = "made from
     patch = planned_patch
     if not entry("patch_size", list(cfg.patch_size)):
         patch = list(cfg.patch_size)
-    elif not is_3d and setup.preprocess is not None and setup.preprocess.size is not None:
+    elif not is_3d and getattr(setup.preprocess, "size", None) is not None:
         patch = [min(p, s) for p, s in zip(planned_patch, setup.preprocess.size)]  # --size: images resized smaller
     cfg.patch_size = tuple(int(p) for p in patch)
 
@@ -162,9 +159,9 @@ def plan_setup(setup, plan: Plan, given: set[str], plan_source: str = "made from
         elif patch != planned_patch and "strides" in kwargs:
             spacing = plan["spacing"]["target"] or [1.0] * plan.dims
             kwargs.update(plan_topology(patch, spacing, int(kwargs["depth"])).to_json())
-        setup.model_kwargs = kwargs
+        setup.model_kwargs = {**kwargs, **{k: v for k, v in setup.model_kwargs.items() if k in KEPT_KWARGS}}
     else:
-        setup.model_kwargs = {k: v for k, v in setup.model_kwargs.items() if k in ("features", "depth", "dropout")}
+        setup.model_kwargs = {k: v for k, v in setup.model_kwargs.items() if k in ("features", "depth", "dropout", *KEPT_KWARGS)}
 
     # preprocessing
     schemes = plan["normalization"]["scheme"]

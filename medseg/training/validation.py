@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,9 @@ import torch.nn.functional as F
 from medseg.data.split import evenly_spaced
 from medseg.evaluation.overlap import OverlapMetric, mean_foreground, scores_from_confusion
 from medseg.inference.sliding_window import predict_probabilities
+from medseg.io.atomic import write_json
+from medseg.io.weights import load_tensors
+from medseg.models.weights import WEIGHTS_FILE, save_model
 from medseg.training.losses import soft_dice_loss
 
 log = logging.getLogger(__name__)
@@ -33,8 +38,7 @@ def validation_loss(probs: torch.Tensor, target: torch.Tensor) -> float:
     """Dice+CE of class probabilities ``(K, *S)`` against ``target`` ``(*S)``."""
     log_probs = torch.log(probs.clamp_min(1e-8))[None]
     ce = F.nll_loss(log_probs, target[None].long())
-    # soft_dice_loss takes logits; log-probabilities give back the same softmax
-    dice = soft_dice_loss(log_probs, target[None])
+    dice = soft_dice_loss(log_probs, target[None])  # softmax of the log-probabilities gives them back
     return float(ce + dice)
 
 
@@ -109,3 +113,29 @@ class Validator:
             model.load_state_dict(end_state)
             return {**out, "kept": "final"}
         return {**out, "kept": "best"}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def choose_final_model(validator: Validator, model: torch.nn.Module, run_dir: Path, st: Any,
+                       better: Callable[[float, float], bool], monitor: str) -> dict[str, Any]:
+    """The final choice on every validation case: the best checkpoint by the epoch subset (``RUN/model.safetensors``),
+    or ``model``'s weights at the end; the better becomes ``model.safetensors``, and the loop state ``st`` records
+    which (``best_epoch``) and its score on the whole split (``best``). Written to ``validation.json`` and returned."""
+    t = time.perf_counter()
+    last = st.best_epoch == st.epoch  # the best checkpoint is the end's weights: one pass tells all
+    best_state = None if last else load_tensors(run_dir / WEIGHTS_FILE)
+    choice = validator.final_choice(model, best_state, better, monitor)
+    if last:
+        choice.update(kept="best", best=choice["final"])
+    elif choice["kept"] == "final":
+        save_model(run_dir, model)
+        st.best_epoch = st.epoch
+    st.best = choice[choice["kept"]]
+    choice.update(best_epoch=st.best_epoch, seconds=round(time.perf_counter() - t, 2))
+    write_json(run_dir / "validation.json", choice)
+    log.info("final model chosen on all %d validation cases: %s, epoch %d (%s %s at the end, %s for the best by the subset)",
+             choice["cases"], choice["kept"], st.best_epoch, monitor, _fmt(choice["final"]), _fmt(choice.get("best")))
+    return choice

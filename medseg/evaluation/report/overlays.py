@@ -24,7 +24,8 @@ from PIL import Image
 from scipy import ndimage
 
 from medseg.data.dataset2d import read_fov
-from medseg.data.labels import LabelScheme, read_mask
+from medseg.data.labels import LabelScheme
+from medseg.data.mask_reading import read_mask
 from medseg.errors import DataError
 from medseg.inference.overlays import overlay
 from medseg.io import read_image
