@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -114,3 +116,32 @@ def test_config_rejects_an_empty_subset():
         TrainConfig(val_max_cases=0)
     with pytest.raises(ValueError):
         TrainConfig(val_every=0)
+
+
+def test_a_validation_over_its_share_shrinks_the_subset_by_measurement():
+    v = Validator([(np.zeros((1, 4, 4), np.float32), np.zeros((4, 4), np.int64))] * 100, (4, 4), 0.25, 2, None)
+    assert not v.fit_to_share(val_seconds=1.0, train_seconds=10.0, share=0.15)  # within its share
+    assert v.fit_to_share(val_seconds=10.0, train_seconds=10.0, share=0.15)
+    # 0.1 s a case, 1.76 s allowed an epoch: 17 cases an epoch is too few, so 52 of them every 3 epochs
+    assert v.every == 3 and len(v.epoch_cases) == 52 and v.subset
+    assert not v.fit_to_share(val_seconds=5.2, train_seconds=10.0, share=0.15)
+
+
+def test_the_engine_checks_the_first_validation_against_its_share(tmp_path, monkeypatch):
+    import time
+
+    from medseg.training.checkpoint import read_state_meta
+    from medseg.training.engine import STATE_STEM
+
+    real_run = Validator.run
+
+    def slow(self, model, whole=False):
+        time.sleep(0.3)  # a validation far above 15 % of an epoch of three tiny steps
+        return real_run(self, model, whole)
+
+    monkeypatch.setattr(Validator, "run", slow)
+    trainer = _trainer(tmp_path, n_val=8, time_budget=20.0, max_epochs=3)
+    trainer.fit()
+    info = read_state_meta(tmp_path / STATE_STEM)["info"]
+    assert info["val_checked"] and (info["val_cases"] < 8 or info["val_every"] > 1)
+    assert (tmp_path / "validation.json").exists() == trainer.validator.subset

@@ -163,6 +163,9 @@ class LoopState:
     finished: bool = False
     stopped_by: str = ""
     ema_updates: int = 0            # steps averaged into the EMA weights (``ema_decay``)
+    val_checked: bool = False       # the first validation's cost was checked against its share of the budget
+    val_cases: int | None = None    # the epoch subset that check chose (None: as planned)
+    val_every: int | None = None
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> "LoopState":

@@ -48,6 +48,7 @@ from medseg.errors import ConfigError
 from medseg.evaluation.overlap import OverlapMetric, mean_foreground
 from medseg.io.atomic import write_json
 from medseg.models.weights import save_model
+from medseg.planning.planner import VALIDATION_SHARE
 from medseg.runtime import distributed
 from medseg.runtime.device import (
     amp_dtype_for,
@@ -205,6 +206,8 @@ class Trainer:
         st = LoopState.from_info(meta["info"])
         if self.ema is not None:
             self.ema.updates = st.ema_updates
+        if st.val_cases is not None:
+            self.validator.resize(st.val_cases, st.val_every or 1)
         return st
 
     def _checkpoint_due(self) -> bool:
@@ -339,6 +342,7 @@ class Trainer:
                 stopped_by = "max_epochs"
                 break
             self.train_model.train()
+            t_epoch = time.perf_counter()
             metric = OverlapMetric(self.num_classes)
             if st.train_cm is not None:
                 metric.cm = np.asarray(st.train_cm, dtype=np.int64)
@@ -361,7 +365,8 @@ class Trainer:
             if not st.epoch_losses:  # the time budget ran out before this epoch began
                 stopped_by = "time_budget"
                 break
-            stopped_by, save = self._end_epoch(epoch, st, metric, out_of_time, t0, history, history_path)
+            stopped_by, save = self._end_epoch(epoch, st, metric, out_of_time, t0, history, history_path,
+                                               time.perf_counter() - t_epoch)
             if save and not stopped_by:  # (a stopped run is saved below)
                 self._save_state(st)
         if main and self.validator.subset and st.best_epoch >= 0:
@@ -378,9 +383,10 @@ class Trainer:
         choose_final_model(self.validator, self.eval_model, self.run_dir, st, self._better, self.cfg.monitor)
 
     def _end_epoch(self, epoch: int, st: LoopState, metric: OverlapMetric, out_of_time: bool, t0: float,
-                   history: list[dict], history_path: Path) -> tuple[str, bool]:
+                   history: list[dict], history_path: Path, train_seconds: float = 0.0) -> tuple[str, bool]:
         """Validate (rank 0), record the epoch, save the best model, decide whether to stop and whether
-        to checkpoint (rank 0's decisions on every rank); updates ``st``."""
+        to checkpoint (rank 0's decisions on every rank); updates ``st``. After the first validation of a
+        time-budgeted run, its measured cost is held to its share of the budget (:meth:`Validator.fit_to_share`)."""
         cfg = self.cfg
         stopped_by, save = "", False
         if self.dist.is_main:
@@ -411,6 +417,11 @@ class Trainer:
             elif validating:
                 st.bad_epochs += self.validator.every
             row["best"] = int(improved)
+            if validating and cfg.time_budget and not st.val_checked:
+                st.val_checked = True
+                if self.validator.fit_to_share(st.last_val_time, train_seconds, VALIDATION_SHARE):
+                    st.val_cases, st.val_every = len(self.validator.epoch_cases), self.validator.every
+                    st.best, st.bad_epochs = float("nan"), 0  # scores on the new subset are not comparable with this one
             history.append(row)
             write_history(history_path, history)
             if self.callbacks:

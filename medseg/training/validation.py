@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from medseg.data.split import evenly_spaced
 from medseg.evaluation.overlap import OverlapMetric, mean_foreground, scores_from_confusion
 from medseg.inference.sliding_window import predict_probabilities
+from medseg.planning.planner import MAX_VAL_EVERY, MIN_VALIDATION_CASES
 from medseg.io.atomic import write_json
 from medseg.io.weights import load_tensors
 from medseg.models.weights import WEIGHTS_FILE, save_model
@@ -69,6 +70,32 @@ class Validator:
     def subset(self) -> bool:
         """Whether epochs validate on fewer cases than the whole split."""
         return len(self.epoch_cases) < len(self.cases)
+
+    def resize(self, cases: int, every: int) -> None:
+        """Validate each epoch on a fixed, evenly spaced ``cases`` of the split, every ``every`` epochs."""
+        self.epoch_cases = [self.cases[i] for i in evenly_spaced(len(self.cases), cases)]
+        self.every = max(1, int(every))
+
+    def fit_to_share(self, val_seconds: float, train_seconds: float, share: float) -> bool:
+        """Shrink the epoch subset (or validate less often) when one validation took more than ``share`` of the
+        time against an epoch of training (``train_seconds``), measured; returns whether it changed. Planning
+        estimates the cost from windows; per-case overheads (small images) only show when measured."""
+        per_epoch = val_seconds / self.every
+        allowed = share / (1 - share) * train_seconds
+        if not self.epoch_cases or per_epoch <= 1.25 * allowed:
+            return False
+        afford = allowed / (val_seconds / len(self.epoch_cases))  # cases per epoch within the share
+        if afford >= MIN_VALIDATION_CASES:
+            cases, every = int(afford), 1
+        else:
+            every = min(MAX_VAL_EVERY, max(1, math.ceil(min(len(self.epoch_cases), MIN_VALIDATION_CASES) / afford)))
+            cases = max(1, int(afford * every))
+        cases = min(cases, len(self.epoch_cases))
+        log.info("validation took %.1f s against %.1f s of training (more than %.0f%%): from now on every %d epoch(s) on "
+                 "a fixed %d of the %d validation cases (the whole split still chooses the final model)",
+                 val_seconds, train_seconds, 100 * share, every, cases, len(self.cases))
+        self.resize(cases, every)
+        return True
 
     def due(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (0-based) is one that validates."""
