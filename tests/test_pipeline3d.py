@@ -21,7 +21,8 @@ from medseg.inference.predictor import Predictor
 from medseg.io import Geometry, ImageData, read_image, write_image
 from medseg.runfolder.history import read_history
 from medseg.planning.topology import plan_topology
-from medseg.training.setup import auto_patch_size
+from medseg.training.setup import auto_patch_size, fit_resunet_stages
+from medseg.models import create_model
 from tests.conftest import run_cli, shared_path
 from tests.helpers3d import GEOMETRY, oblique_direction, regrid, write_msd_dataset
 
@@ -94,6 +95,17 @@ def test_patch_and_network_plan():
     thick = _topology((128, 128, 16), (0.8, 0.8, 5.0), 4)  # thick slices: no pooling or 3-wide kernels along z at first
     assert thick["strides"][0] == [2, 2, 1] and thick["kernel_sizes"][0] == [3, 3, 1]
     assert _topology((64, 64, 8), (1.0, 1.0, 1.0), 3)["strides"] == [[2, 2, 2], [2, 2, 1], [2, 2, 1]]
+
+
+def test_resunet_stages_fit_a_small_patch():
+    """The residual U-Net's default six stages would leave a 1-voxel bottleneck on a Hippocampus-sized patch
+    (it downsamples by 32); fitted, it keeps at least 4 voxels per pooled axis and runs."""
+    kw = fit_resunet_stages({"features": 4}, (24, 32, 24), (1.0, 1.0, 1.0))
+    assert kw["blocks_per_stage"] == [1, 3, 4, 6] and kw["strides"] == [[2, 2, 2], [2, 2, 2], [1, 2, 1]]
+    net = create_model("resunet", 3, 1, 3, **kw)
+    assert net(torch.zeros(1, 1, 24, 32, 24)).shape == (1, 3, 24, 32, 24)
+    assert len(fit_resunet_stages({"depth": 1}, (128, 128, 128), (1.0, 1.0, 1.0))["strides"]) == 1  # --depth caps
+    assert fit_resunet_stages({"strides": [2]}, (8, 8, 8), None) == {"strides": [2]}  # a plan's own wins
 
 
 def test_prediction_lands_on_the_input_grid():

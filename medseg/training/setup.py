@@ -15,6 +15,7 @@ from medseg.data.dataset2d import DataOptions2D
 from medseg.data.layouts import is_volume_dataset
 from medseg.data.preprocess import Preprocessing, preprocess_from_json
 from medseg.errors import ConfigError
+from medseg.models.registry import model_arguments
 from medseg.planning.topology import plan_topology
 from medseg.runfolder import read_run_info, run_dims
 from medseg.training.config import TrainConfig
@@ -79,6 +80,8 @@ def hand_set_model_kwargs(setup: TrainSetup, on_gpu: bool, patch: tuple[int, ...
     """The network's arguments: the setup's own win; a ``unet`` gets the hand-set width, depth and dropout,
     and in 3D the strides and kernels that suit its patch at ``spacing`` (:func:`plan_topology`)."""
     given = {k: v for k, v in setup.model_kwargs.items() if v is not None}
+    if setup.model == "resunet":
+        return fit_resunet_stages(given, patch, spacing)
     if setup.model != "unet":
         return given
     hand = HAND_SET[setup.dims]  # type: ignore[index]
@@ -87,6 +90,24 @@ def hand_set_model_kwargs(setup: TrainSetup, on_gpu: bool, patch: tuple[int, ...
               **({"dropout": hand["dropout"]} if hand["dropout"] is not None else {}), **given}
     if setup.dims == 3 and "strides" not in given:
         kwargs.update(plan_topology(patch, spacing, int(kwargs["depth"])).to_json())
+    return kwargs
+
+
+def fit_resunet_stages(given: dict[str, Any], patch: tuple[int, ...], spacing) -> dict[str, Any]:
+    """A residual U-Net whose stages fit ``patch``: ``depth`` (if given, else its default stage count) caps the
+    downsampling steps, and strides and kernels are planned as for the U-Net (:func:`plan_topology`), so a small
+    patch keeps a bottleneck of a few pixels instead of failing; stages beyond the patch are dropped."""
+    if "strides" in given:
+        return given
+    kwargs = dict(given)
+    blocks = [int(b) for b in kwargs.get("blocks_per_stage") or model_arguments("resunet")["blocks_per_stage"].default]
+    depth = int(kwargs.pop("depth", len(blocks) - 1))
+    spacing = tuple(spacing) if spacing is not None and len(spacing) == len(patch) else (1.0,) * len(patch)
+    topology = plan_topology(patch, spacing, depth)
+    stages = topology.depth + 1
+    kwargs["blocks_per_stage"] = (blocks + [blocks[-1]] * stages)[:stages]
+    kwargs["strides"] = [list(s) for s in topology.strides]
+    kwargs["kernel_sizes"] = [list(k) for k in topology.kernel_sizes]
     return kwargs
 
 
