@@ -122,7 +122,8 @@ def metrics_only(pred_dir: Path, gt_dir: Path, fov_dir: Path | None) -> tuple[fl
     import torch
     from monai.metrics import DiceMetric, compute_hausdorff_distance, compute_surface_dice
 
-    from medseg.evaluation.evaluate_dirs import _read_fov, _read_pair, list_label_files, pair_files
+    from medseg.evaluation.file_pairing import list_label_files, pair_files
+    from medseg.evaluation.label_reading import read_fov, read_pair
     from medseg.evaluation.metrics import case_metrics
 
     pairs = pair_files(list_label_files(pred_dir, "prediction"), list_label_files(gt_dir, "truth"))
@@ -133,10 +134,10 @@ def metrics_only(pred_dir: Path, gt_dir: Path, fov_dir: Path | None) -> tuple[fl
         scheme = detect_scheme([g for _, _, g in pairs])
     arrays = []
     for key, p, g in pairs:
-        pred, gt = _read_pair(p, g, scheme)
+        pred, gt = read_pair(p, g, scheme)
         a, b = pred.array, gt.array
         if fov_dir is not None:
-            fov = _read_fov(fov_dir / f"{key}_test_mask.gif", b.shape)
+            fov = read_fov(fov_dir / f"{key}_test_mask.gif", b.shape)
             a, b = np.where(fov, a, 0), np.where(fov, b, 0)
         arrays.append((a, b, gt.spacing))
     labels = sorted(set(np.unique(np.stack([b for _, b, _ in arrays]))) - {0})

@@ -106,6 +106,7 @@ def test_resunet_stages_fit_a_small_patch():
     assert net(torch.zeros(1, 1, 24, 32, 24)).shape == (1, 3, 24, 32, 24)
     assert len(fit_resunet_stages({"depth": 1}, (128, 128, 128), (1.0, 1.0, 1.0))["strides"]) == 1  # --depth caps
     assert fit_resunet_stages({"strides": [2]}, (8, 8, 8), None) == {"strides": [2]}  # a plan's own wins
+    assert len(create_model("resunet", 2, 1, 2, features=4, depth=2).stages) == 3  # what `compare --depth` passes
 
 
 def test_prediction_lands_on_the_input_grid():

@@ -80,6 +80,8 @@ def test_early_stopping_waits_for_three_validations_when_they_are_sparse(tmp_pat
 def test_the_final_choice_reserve_is_capped(tmp_path):
     trainer = _trainer(tmp_path, n_val=40, val_max_cases=1, time_budget=100.0)
     assert trainer._final_reserve(5.0) == pytest.approx(10.0)  # 2 x 40 x 5 s would be 400 s; 10 % of the budget
+    assert trainer._epoch_share(5.0) == pytest.approx(0.075)  # the epochs keep at least half of the 15 %
+    assert trainer._epoch_share(0.01) == pytest.approx(0.15 - 0.008)  # the final pass takes 0.8 s of 100
 
 
 def test_without_a_subset_there_is_no_final_pass(tmp_path):
@@ -122,9 +124,10 @@ def test_a_validation_over_its_share_shrinks_the_subset_by_measurement():
     v = Validator([(np.zeros((1, 4, 4), np.float32), np.zeros((4, 4), np.int64))] * 100, (4, 4), 0.25, 2, None)
     assert not v.fit_to_share(val_seconds=1.0, train_seconds=10.0, share=0.15)  # within its share
     assert v.fit_to_share(val_seconds=10.0, train_seconds=10.0, share=0.15)
-    # 0.1 s a case, 1.76 s allowed an epoch: 17 cases an epoch is too few, so 52 of them every 3 epochs
-    assert v.every == 3 and len(v.epoch_cases) == 52 and v.subset
-    assert not v.fit_to_share(val_seconds=5.2, train_seconds=10.0, share=0.15)
+    # 0.1 s a case, 1.76 s allowed an epoch, aimed at 90% of it: 15 cases an epoch are too few, so 63 of them
+    # every 4 epochs
+    assert v.every == 4 and len(v.epoch_cases) == 63 and v.subset
+    assert not v.fit_to_share(val_seconds=6.3, train_seconds=10.0, share=0.15)
 
 
 def test_the_engine_checks_the_first_validation_against_its_share(tmp_path, monkeypatch):

@@ -65,6 +65,8 @@ class ResUNet(SegmentationNet):
         upsample: ``transpose`` or ``interp`` (see :class:`medseg.models.unet.Up`).
         deep_supervision: add 1x1 heads on decoder stages; training forward returns a list,
             full resolution first.
+        depth: downsampling steps, if given: ``blocks_per_stage`` is cut to ``depth + 1`` stages (or extended
+            with its last entry), as ``--depth`` does for the U-Net.
     """
 
     def __init__(
@@ -81,9 +83,14 @@ class ResUNet(SegmentationNet):
         act: str = "leakyrelu",
         upsample: str = "transpose",
         deep_supervision: bool = False,
+        depth: int | None = None,
     ):
         super().__init__()
         blocks = [int(b) for b in blocks_per_stage]
+        if depth is not None:
+            if depth < 1:
+                raise ConfigError(f"depth must be at least 1, got {depth}")
+            blocks = (blocks + [blocks[-1]] * depth)[: depth + 1]
         n = len(blocks)
         if n < 2 or min(blocks) < 0:
             raise ConfigError(f"blocks_per_stage needs at least 2 non-negative entries, got {list(blocks_per_stage)}")

@@ -234,6 +234,12 @@ class Trainer:
             return 0.0
         return min(2 * last_val_time * len(v.cases) / len(v.epoch_cases), FINAL_CHOICE_SHARE * self.cfg.time_budget)
 
+    def _epoch_share(self, last_val_time: float) -> float:
+        """The share of the time the epochs' validations may take: :data:`VALIDATION_SHARE` less what the final
+        choice on the whole split will take of the budget (at least half of it is left to the epochs)."""
+        final = self._final_reserve(last_val_time) / self.cfg.time_budget if self.cfg.time_budget else 0.0
+        return max(VALIDATION_SHARE - final, VALIDATION_SHARE / 2)
+
     def _better(self, score: float, best: float) -> bool:
         if math.isnan(score):
             return False
@@ -419,7 +425,7 @@ class Trainer:
             row["best"] = int(improved)
             if validating and cfg.time_budget and not st.val_checked:
                 st.val_checked = True
-                if self.validator.fit_to_share(st.last_val_time, train_seconds, VALIDATION_SHARE):
+                if self.validator.fit_to_share(st.last_val_time, train_seconds, self._epoch_share(st.last_val_time)):
                     st.val_cases, st.val_every = len(self.validator.epoch_cases), self.validator.every
                     st.best, st.bad_epochs = float("nan"), 0  # scores on the new subset are not comparable with this one
             history.append(row)
