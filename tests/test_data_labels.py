@@ -342,3 +342,57 @@ def test_drive_masks_are_binary():
     lab = read_mask([masks[0]], s)
     assert lab.shape == (584, 565) and lab.dtype == np.uint8
     assert 0.02 < lab.mean() < 0.3  # vessels are a minority of the pixels
+
+
+# --------------------------------------------------------------------------- stray values (issue 16)
+
+
+def _binary_dataset(root: Path, n: int = 12) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        _save(root / "images" / f"case{i:02d}.png", np.arange(48, dtype=np.uint8).reshape(6, 8) * 5)
+        _save(root / "masks" / f"case{i:02d}.png", (LAB > 0).astype(np.uint8) * 255)
+    return root
+
+
+def test_stray_values_in_one_mask_are_refused_by_name(tmp_path, capsys):
+    from conftest import run_cli
+
+    data = _binary_dataset(tmp_path / "d")
+    stray = (np.arange(48).reshape(6, 8) % 38).astype(np.uint8)  # 0..37, as an anti-aliased export might hold
+    stray[LAB > 0] = 255
+    _save(data / "masks" / "case05.png", stray)
+    with pytest.raises(DataError, match="look like stray values") as e:
+        detect_scheme(sorted((data / "masks").iterdir()))
+    assert e.value.path.name == "case05.png"
+    run_cli("inspect", data, "--out", tmp_path / "fp.json", code=2)
+    err = capsys.readouterr().err
+    assert "case05.png" in err and "--allow-new-labels" in err
+    told = detect_scheme(sorted((data / "masks").iterdir()), allow_rare=True)  # told to: every value is a class
+    assert told.num_classes == len(np.unique(stray)) > 2
+
+
+def test_one_mask_with_foreground_among_empty_ones_is_not_stray(tmp_path):
+    data = _binary_dataset(tmp_path / "d")
+    for i in range(1, 12):
+        _save(data / "masks" / f"case{i:02d}.png", np.zeros((6, 8), np.uint8))
+    assert detect_scheme(sorted((data / "masks").iterdir())).kind == "binary"
+
+
+def test_a_value_that_labels_json_does_not_declare_is_refused(tmp_path):
+    from medseg.data.dataset2d import DataOptions2D, prepare_dataset
+
+    data = _binary_dataset(tmp_path / "d")
+    for i in range(12):  # index masks 0..3
+        lab = LAB.copy()
+        lab[0, :2] = 3
+        _save(data / "masks" / f"case{i:02d}.png", lab)
+    bad = LAB.copy()
+    bad[0, 0] = 255
+    _save(data / "masks" / "case07.png", bad)
+    (data / "labels.json").write_text(json.dumps({"background": 0, "a": 1, "b": 2, "c": 3}))
+    with pytest.raises(DataError, match="255 are not declared") as e:
+        prepare_dataset(data, DataOptions2D())
+    assert e.value.path.name == "case07.png"
+    assert prepare_dataset(data, DataOptions2D(allow_new_labels=True)).scheme.num_classes == 5

@@ -80,3 +80,26 @@ def test_existing_files_not_overwritten(tmp_path):
     write_dicom_series(tmp_path / "s", _volume(6), OBLIQUE, modality="CT")
     with pytest.raises(DataError, match="exist already"):
         write_dicom_series(tmp_path / "s", _volume(6), OBLIQUE, modality="CT")
+
+
+def _series_of_eight(folder):
+    geometry = Geometry((0.8, 0.8, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    return write_dicom_series(folder, _volume(5, shape=(1, 12, 10, 8)), geometry, modality="CT")
+
+
+def test_a_corrupt_slice_is_refused_by_name(tmp_path):
+    """GDCM skips an unreadable slice and ITK stretches the rest over the gap (7 slices, 2.333 mm): refused."""
+    files = _series_of_eight(tmp_path / "s")
+    (tmp_path / "s" / "notes.txt").write_text("not a slice, and not of the series' ending: ignored")
+    assert read_dicom_series(tmp_path / "s").array.shape[-1] == 8
+    files[3].write_bytes(np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8).tobytes())
+    with pytest.raises(DataError, match="not readable DICOM") as e:
+        read_dicom_series(tmp_path / "s")
+    assert e.value.path == files[3]
+
+
+def test_a_missing_slice_names_the_gap(tmp_path):
+    files = _series_of_eight(tmp_path / "s")
+    files[4].unlink()
+    with pytest.raises(DataError, match=f"slice gap of 4 mm between {files[3].name} and {files[5].name}"):
+        read_dicom_series(tmp_path / "s")

@@ -164,3 +164,17 @@ def test_nifti_nan_is_not_hidden(tmp_path, ending):
     assert np.isfinite(back.array).sum() == arr.size - 2
     with pytest.raises(DataError, match="1 NaN and 1 infinite"):
         check_finite(back, "c")
+
+
+def test_a_zero_nifti_spacing_is_flagged(tmp_path, caplog):
+    import struct
+
+    path = tmp_path / "flat.nii"
+    write_image(path, np.zeros((1, 4, 5, 6), np.int16), Geometry((1.0, 1.0, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel())))
+    raw = bytearray(path.read_bytes())
+    raw[76 + 12:76 + 16] = struct.pack("<f", 0.0)  # pixdim[3]: the slice spacing
+    path.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING"):
+        image = read_image(path)
+    assert image.geometry.spacing[2] == 1.0  # what ITK makes of it
+    assert "flat.nii" in caplog.text and "pixdim" in caplog.text and "axis 2" in caplog.text

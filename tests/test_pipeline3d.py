@@ -245,6 +245,8 @@ def test_2d_only_options_are_refused_for_3d_data(blob_run, tmp_path, capsys):
     data, _ = blob_run
     run_cli("train", data, "--out", tmp_path / "run", "--size", "64", code=2)
     assert "--size" in capsys.readouterr().err
+    run_cli("predict", blob_run[1], data / "imagesTr", "--out", tmp_path / "pred", "--format", "color", code=2)
+    assert "--format" in capsys.readouterr().err and not (tmp_path / "pred").exists()
 
 
 @pytest.mark.shared

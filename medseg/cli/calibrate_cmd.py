@@ -33,7 +33,7 @@ def calibrate(
     for name, key in (("NLL", "nll"), ("ECE (top-label)", "ece"), ("ECE (classwise, foreground)", "classwise_ece")):
         table.add_row(name, *(_fmt(rec[f"{key}_{when}"]) for when in ("before", "after")))
     console.print(table)
-    console.print(f"written: {run / CALIBRATION_FILE}, {run / RELIABILITY_PNG}", highlight=False)
+    console.print(f"written: {run / CALIBRATION_FILE}, {run / RELIABILITY_PNG}", highlight=False, markup=False)
 
 
 def _fmt(x: float | None) -> str:

@@ -10,6 +10,8 @@ import typer
 from rich import box
 from rich.table import Table
 
+from rich.markup import escape
+
 from medseg.cli.main import console
 from medseg.cli.setup_options import given_options, with_setup_options
 from medseg.training.options import SetupOptions
@@ -49,7 +51,7 @@ def print_comparison(rows: list[dict], title: str) -> None:
     console.print(table)
     for r in rows:
         if r.get("error"):
-            console.print(f"[red]{r['model']} failed:[/] {r['error']}", highlight=False, soft_wrap=True)
+            console.print(f"[red]{r['model']} failed:[/] {escape(r['error'])}", highlight=False, soft_wrap=True)
 
 
 @with_setup_options(epochs=None, monitor="val_dice")
@@ -86,6 +88,6 @@ def compare(
     n_test = next((r["test_images"] for r in rows if not r.get("error") and not math.isnan(r["mean_dice"])), 0)
     print_comparison(rows, f"{len(rows)} models, {per_model} each; {'test split' if test_data is None else test_data}: {n_test} images")
     written = [out / CSV_NAME, out / JSON_NAME] + ([out / PLOT_NAME] if n_test else [])
-    console.print(f"written: {', '.join(str(p) for p in written)}; run folders in {out}/<model>", highlight=False)
+    console.print(f"written: {', '.join(str(p) for p in written)}; run folders in {out}/<model>", highlight=False, markup=False)
     if all(r.get("error") for r in rows):
         raise typer.Exit(1)

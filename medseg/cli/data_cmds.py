@@ -12,16 +12,16 @@ from medseg.cli.main import console
 
 def synth(
     out: Path = typer.Argument(..., help="Folder to write the phantom dataset into."),
-    patients: int = typer.Option(12, help="Number of synthetic patients."),
-    slices: int = typer.Option(5, help="Slices per patient."),
-    size: int = typer.Option(256, help="Image side in pixels."),
+    patients: int = typer.Option(12, min=1, help="Number of synthetic patients."),
+    slices: int = typer.Option(5, min=1, help="Slices per patient."),
+    size: int = typer.Option(256, min=32, help="Image side in pixels (at least 32)."),
     seed: int = typer.Option(0, help="Random seed (same seed, same files)."),
 ) -> None:
     """Write a deterministic synthetic CT-slice dataset (body, lungs, tumours)."""
     from medseg.data.phantom import make_phantom_dataset
 
     make_phantom_dataset(out, n_patients=patients, slices_per_patient=slices, size=size, seed=seed)
-    console.print(f"wrote {patients * slices} phantom slices to {out} (images/, masks/, masks_color/, labels.json)", highlight=False)
+    console.print(f"wrote {patients * slices} phantom slices to {out} (images/, masks/, masks_color/, labels.json)", highlight=False, markup=False)
 
 
 def show(
@@ -46,4 +46,4 @@ def show(
         items.append((case.image.name, read_image(case.image).array, read_mask(case.masks, ds.scheme)))
     out = out or Path("preview.png")
     image_label_grid(items, ds.display_colors, out, max_items=n, names=ds.scheme.names)
-    console.print(f"{len(ds.cases)} cases, {ds.scheme.num_classes} classes ({', '.join(ds.scheme.names)}); grid: {out}", highlight=False)
+    console.print(f"{len(ds.cases)} cases, {ds.scheme.num_classes} classes ({', '.join(ds.scheme.names)}); grid: {out}", highlight=False, markup=False)

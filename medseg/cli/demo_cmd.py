@@ -45,7 +45,7 @@ def demo(
     ds = prepare_dataset(data, DataOptions2D())
     items = [(c.image.name, read_image(c.image).array, read_mask(c.masks, ds.scheme)) for c in ds.cases[::10][:6]]
     image_label_grid(items, ds.display_colors, out / "preview.png", names=ds.scheme.names)
-    console.print(f"{len(ds.cases)} slices of {len({c.group for c in ds.cases})} patients; preview: {out / 'preview.png'}", highlight=False)
+    console.print(f"{len(ds.cases)} slices of {len({c.group for c in ds.cases})} patients; preview: {out / 'preview.png'}", highlight=False, markup=False)
     console.rule("3/5 train")
     setup = TrainSetup(
         data=str(data), out=str(run), dims=2, preprocess=Preprocess2D(size=(size, size)),
@@ -54,7 +54,7 @@ def demo(
     )
     with TrainProgress(console, budget) as progress:
         result = train(setup, callbacks=progress)
-    console.print(f"{result.epochs} epochs in {result.elapsed:.0f} s; curves in {run / 'plots'}", highlight=False)
+    console.print(f"{result.epochs} epochs in {result.elapsed:.0f} s; curves in {run / 'plots'}", highlight=False, markup=False)
     console.rule("4/5 evaluate on the held-out test patients")
     summary = evaluate_run(run)
     print_summary(summary)
@@ -64,11 +64,11 @@ def demo(
     console.rule("5/5 predict")
     files = [e.images[0] for e in read_split(run)["test"][:4]]
     written, _ = Predictor.from_run(run).predict_files(files, preds, fmt="color")
-    console.print(f"masks and overlays of {len(written)} test slices in {preds}", highlight=False)
+    console.print(f"masks and overlays of {len(written)} test slices in {preds}", highlight=False, markup=False)
     console.rule("done")
     console.print(
         f"test mean Dice {summary['mean_dice']['mean']:.3f}\n"
         f"outputs: {out.resolve()}\n  run folder {run} (model, history.csv, plots/, evaluation/)\n  report {report}\n"
         f"  preview {out / 'preview.png'}\n  predictions {preds}",
-        highlight=False,
+        highlight=False, markup=False,
     )

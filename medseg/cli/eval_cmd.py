@@ -101,11 +101,11 @@ def evaluate(
         raise ConfigError(f"expected RUN or PRED_DIR GT_DIR, got {len(paths)} paths",
                           hint="medseg evaluate RUN  |  medseg evaluate PRED_DIR GT_DIR")
     print_summary(summary)
-    console.print(f"written: {where} ({files}, summary.json, cases.json)", highlight=False)
+    console.print(f"written: {where} ({files}, summary.json, cases.json)", highlight=False, markup=False)
     if len(paths) == 1:
         from medseg.evaluation.report import write_report
 
-        console.print(f"report: {write_report(paths[0], evaluation=where)}", highlight=False)
+        console.print(f"report: {write_report(paths[0], evaluation=where)}", highlight=False, markup=False)
 
 
 def _is_3d(summary: dict) -> bool:

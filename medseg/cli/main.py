@@ -13,6 +13,7 @@ import sys
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from medseg.errors import MedsegError
 
@@ -73,10 +74,29 @@ def main(argv: list[str] | None = None) -> None:
         if _state["debug"]:
             raise
         where = f"{e.path}: " if e.path else ""
-        console.print(f"[bold red]error:[/] {where}{e.message}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(where + e.message)}", markup=True, highlight=False, soft_wrap=True)
         if e.hint:
-            console.print(f"[yellow]fix:[/] {e.hint}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]fix:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except OSError as e:  # a folder that cannot be written, a file where a folder should be, a full disk...
+        if _state["debug"]:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        console.print(f"[bold red]error:[/] {escape(where + (e.strerror or str(e)))}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]fix:[/] {escape(_os_error_hint(e))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def _os_error_hint(e: OSError) -> str:
+    if isinstance(e, PermissionError):
+        return "choose a folder you can write to (or read), or fix its permissions"
+    if isinstance(e, (FileExistsError, NotADirectoryError)):
+        return "a file stands where a folder is needed: choose another path"
+    if isinstance(e, IsADirectoryError):
+        return "this is a folder; give a file name"
+    if isinstance(e, FileNotFoundError):
+        return "check the path"
+    return "check the path, the free disk space and the permissions"
 
 
 if __name__ == "__main__":

@@ -9,17 +9,21 @@ import typer
 from rich import box
 from rich.table import Table
 
+from rich.markup import escape
+
 from medseg.cli.main import console
 
 
 def _fingerprint(data: Path, images: Optional[str], masks: Optional[str], pair_pattern: Optional[str],
-                 label_colors: Optional[str], workers: Optional[int], max_cases: Optional[int]) -> dict:
+                 label_colors: Optional[str], workers: Optional[int], max_cases: Optional[int],
+                 allow_new_labels: bool = False) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from medseg.data.dataset2d import DataOptions2D
     from medseg.planning.fingerprint import compute_fingerprint
 
-    opts = DataOptions2D(images=images, masks=masks, pair_pattern=pair_pattern, label_colors=label_colors)
+    opts = DataOptions2D(images=images, masks=masks, pair_pattern=pair_pattern, label_colors=label_colors,
+                         allow_new_labels=allow_new_labels)
     with Progress(TextColumn("reading cases"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("cases", total=None)
@@ -33,12 +37,12 @@ def _axes(v) -> str:
 
 def print_fingerprint(fp: dict) -> None:
     """A readable summary of a fingerprint (see :mod:`medseg.planning.fingerprint`)."""
-    t = Table(box=box.SIMPLE, show_header=False, title=f"{fp['name']} ({fp['dims']}D, {fp['layout']})")
+    t = Table(box=box.SIMPLE, show_header=False, title=escape(f"{fp['name']} ({fp['dims']}D, {fp['layout']})"))
     t.add_column(style="bold")
     t.add_column()
     t.add_row("cases", f"{fp['cases_used']} read of {fp['num_cases']}")
     for label, text in discovery_rows(fp.get("discovery")):
-        t.add_row(label, text)
+        t.add_row(label, escape(text))
     t.add_row("channels", f"{fp['channels']} ({', '.join(fp['modality'])}); pixel types {', '.join(fp['dtypes'])}"
               + ("; intensities look like CT (HU)" if fp.get("looks_like_ct") else ""))
     for key, label in (("shape", "shape"), ("cropped_shape", "shape after crop"), ("spacing", "spacing (mm)")):
@@ -76,7 +80,7 @@ def print_fingerprint(fp: dict) -> None:
         for col in ("case", "problem", "detail"):
             pt.add_column(col)
         for p in fp["problems"][:30]:
-            pt.add_row(str(p["case"] or "-"), p["kind"], p["detail"])
+            pt.add_row(escape(str(p["case"] or "-")), p["kind"], escape(p["detail"]))
         console.print(pt)
         if len(fp["problems"]) > 30:
             console.print(f"... and {len(fp['problems']) - 30} more (see the JSON)")
@@ -150,14 +154,15 @@ def inspect(
     masks: Optional[str] = typer.Option(None, help="2D: mask subfolder (detected by default)."),
     pair_pattern: Optional[str] = typer.Option(None, help="2D: regex pairing images and masks."),
     label_colors: Optional[str] = typer.Option(None, help="2D: class colours 'name=r,g,b;...' or a labels.json path."),
+    allow_new_labels: bool = typer.Option(False, "--allow-new-labels", help="2D: accept mask values found in only a few masks as classes."),
 ) -> None:
     """Describe a dataset: cases, channels, shapes, spacings, intensities, classes, problems (the fingerprint)."""
     from medseg.io.atomic import write_json
 
-    fp = _fingerprint(data, images, masks, pair_pattern, label_colors, workers, max_cases)
+    fp = _fingerprint(data, images, masks, pair_pattern, label_colors, workers, max_cases, allow_new_labels)
     print_fingerprint(fp)
     write_json(out, fp)
-    console.print(f"fingerprint of {fp['cases_used']} case(s) in {fp['elapsed_s']:.1f} s: {out}", highlight=False)
+    console.print(f"fingerprint of {fp['cases_used']} case(s) in {fp['elapsed_s']:.1f} s: {out}", highlight=False, markup=False)
 
 
 def plan(
@@ -173,6 +178,7 @@ def plan(
     masks: Optional[str] = typer.Option(None, help="2D: mask subfolder (detected by default)."),
     pair_pattern: Optional[str] = typer.Option(None, help="2D: regex pairing images and masks."),
     label_colors: Optional[str] = typer.Option(None, help="2D: class colours 'name=r,g,b;...' or a labels.json path."),
+    allow_new_labels: bool = typer.Option(False, "--allow-new-labels", help="2D: accept mask values found in only a few masks as classes."),
 ) -> None:
     """Decide how to train on a dataset and save it as an editable plan.json (each decision with its reason)."""
     import json
@@ -188,11 +194,11 @@ def plan(
         except (OSError, ValueError) as e:
             raise ConfigError(f"cannot read the fingerprint: {e}", path=fingerprint, hint="make one with `medseg inspect DATA`") from None
     else:
-        fp = _fingerprint(data, images, masks, pair_pattern, label_colors, workers, None)
+        fp = _fingerprint(data, images, masks, pair_pattern, label_colors, workers, None, allow_new_labels)
     if fingerprint_out is not None:
         write_json(fingerprint_out, fp)
     p = make_plan(fp, device=device, memory_budget=memory_budget, time_budget=parse_duration(time_budget),
                   fingerprint_file=str(fingerprint_out or fingerprint) if (fingerprint_out or fingerprint) else None)
     print_plan(p)
     p.save(out)
-    console.print(f"plan saved: {out}  (edit it, then: medseg train {data} --out RUN --plan {out})", highlight=False)
+    console.print(f"plan saved: {out}  (edit it, then: medseg train {data} --out RUN --plan {out})", highlight=False, markup=False)

@@ -23,6 +23,8 @@ def predict(
     calibration: bool = typer.Option(True, help="Apply the run's fitted temperature (RUN/calibration.json, `medseg calibrate`) "
                                      "to the probabilities; labels are unchanged."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    force: bool = typer.Option(False, "--force", help="Allow an --out folder inside an input folder (never the folder "
+                               "of the inputs themselves)."),
     amp: bool = typer.Option(True, help="Run the network in bf16 (fp16 on older GPUs) where training would, as its "
                              "validation did; --no-amp: float32 throughout."),
 ) -> None:
@@ -32,18 +34,18 @@ def predict(
     tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
     predictor = Predictor.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp)
     written, failed = predictor.predict_files(inputs, out, fmt=format, overlays=overlay, save_probabilities=save_probabilities,
-                                              uncertainty=uncertainty)
+                                              uncertainty=uncertainty, force=force)
     _report(written, failed, out, "masks" if predictor.dims == 2 else "label maps", uncertainty)
 
 
 def _report(written: list, failed: list, out: Path, what: str, uncertainty: bool = False) -> None:
-    console.print(f"wrote {len(written)} {what} to {out}", highlight=False)
+    console.print(f"wrote {len(written)} {what} to {out}", highlight=False, markup=False)
     if uncertainty and written:
         from medseg.inference.uncertainty import UNCERTAINTY_CSV
 
-        console.print(f"entropy maps beside them (<name>_entropy*), per-case scores in {out / UNCERTAINTY_CSV}", highlight=False)
+        console.print(f"entropy maps beside them (<name>_entropy*), per-case scores in {out / UNCERTAINTY_CSV}", highlight=False, markup=False)
     if failed:
         console.print(f"[red]{len(failed)} input(s) failed:[/]")
         for path, why in failed:
-            console.print(f"  {path}: {why}", highlight=False)
+            console.print(f"  {path}: {why}", highlight=False, markup=False)
         raise typer.Exit(1)

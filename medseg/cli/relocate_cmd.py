@@ -17,4 +17,4 @@ def relocate(
     from medseg.runfolder.split import relocate as relocate_run
 
     n = relocate_run(run, data)
-    console.print(f"{run}: the data of its {n} cases is now read from {data.resolve()}", highlight=False)
+    console.print(f"{run}: the data of its {n} cases is now read from {data.resolve()}", highlight=False, markup=False)

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from rich.markup import escape
+
 from medseg.cli.main import console
 from medseg.cli.setup_options import given_options, with_setup_options
 from medseg.errors import ConfigError
@@ -50,18 +52,33 @@ def train(
     try:
         with TrainProgress(console, hint) if main_rank else nullcontext() as progress:
             result = run_training(setup, callbacks=progress, resume=resume is not None)
+    except KeyboardInterrupt:
+        if main_rank:
+            _say_how_to_resume(Path(setup.out))
+        raise typer.Exit(130) from None
     finally:
         distributed.cleanup()
     if not main_rank:
         return
     from medseg.evaluation.report import write_report
 
-    console.print(f"report: {write_report(setup.out)}", highlight=False)
+    console.print(f"report: {write_report(setup.out)}", highlight=False, markup=False)
     console.print(
         f"[green]done[/]: {result.epochs} epochs in {result.elapsed:.0f} s, stopped by {result.stopped_by}; "
-        f"best epoch {result.best_epoch} ({setup.train.monitor} {result.best_score:.4f})\nrun folder: {setup.out}",
+        f"best epoch {result.best_epoch} ({setup.train.monitor} {result.best_score:.4f})\nrun folder: {escape(str(setup.out))}",
         highlight=False,
     )
+
+
+def _say_how_to_resume(run: Path) -> None:
+    saved = sorted((run / "checkpoints").glob("last*"))
+    if saved:
+        console.print(f"interrupted; the last checkpoint is in {run / 'checkpoints'}. Continue with: "
+                      f"medseg train --resume {run}",
+                      highlight=False, markup=False)
+    else:
+        console.print("interrupted before the first checkpoint; nothing to resume, start the command again",
+                      highlight=False, markup=False)
 
 
 def _apply_plan(setup, plan_file: Optional[Path], given: set[str]) -> None:
@@ -80,4 +97,4 @@ def _apply_plan(setup, plan_file: Optional[Path], given: set[str]) -> None:
     console.print(f"plan ({'from ' + str(plan_file) if plan_file else 'made from the data'}, saved as {setup.out}/plan.json): "
                   f"{p['configuration']['value']}, patch {'x'.join(map(str, setup.train.patch_size))}, "
                   f"batch {setup.train.batch_size}, {setup.model} depth {setup.model_kwargs.get('depth', '-')}"
-                  + (f"; overridden: {', '.join(overrides)}" if overrides else ""), highlight=False)
+                  + (f"; overridden: {', '.join(overrides)}" if overrides else ""), highlight=False, markup=False)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from medseg.data.cache import fingerprint
 from medseg.data.discovery import Case2D, Discovery, discover
-from medseg.data.labels import LabelScheme
+from medseg.data.labels import LabelScheme, canonical
 from medseg.data.label_files import load_labels_json, parse_label_colors
 from medseg.data.mask_reading import detect_scheme, read_mask
 from medseg.data.preprocess2d import Preprocess2D
@@ -40,6 +40,7 @@ class DataOptions2D:
         label_colors: ``"name=r,g,b;..."`` or the path of a labels.json; the data
             folder's own ``labels.json`` is used when present.
         num_classes: expected classes (background included); more in the masks is an error.
+        allow_new_labels: accept values found in only a few masks as classes (refused as stray values otherwise).
     """
 
     images: str | None = None
@@ -50,6 +51,7 @@ class DataOptions2D:
     groups_csv: str | None = None
     label_colors: str | None = None
     num_classes: int | None = None
+    allow_new_labels: bool = False
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -85,7 +87,8 @@ def _declared_colors(root: Path, spec: str | None) -> dict | None:
     return None
 
 
-def resolve_scheme(root: Path, cases: list[Case2D], spec: str | None, num_classes: int | None) -> tuple[LabelScheme, list]:
+def resolve_scheme(root: Path, cases: list[Case2D], spec: str | None, num_classes: int | None,
+                   allow_new: bool = False) -> tuple[LabelScheme, list]:
     """The label scheme of the masks, plus display colours for each class.
 
     Declared colours (``--label-colors``, or ``labels.json`` beside the data)
@@ -96,13 +99,28 @@ def resolve_scheme(root: Path, cases: list[Case2D], spec: str | None, num_classe
     if declared and spec:
         scheme = detect_scheme(mask_files, label_colors=declared, num_classes=num_classes)
     else:
-        scheme = detect_scheme(mask_files, num_classes=num_classes)
+        scheme = detect_scheme(mask_files, num_classes=num_classes, allow_rare=allow_new or bool(declared))
         if declared and scheme.kind == "color":
             scheme = detect_scheme(mask_files, label_colors=declared, num_classes=num_classes)
         elif declared and len(declared) == scheme.num_classes:
             scheme.names = list(declared)
+        elif declared and scheme.num_classes > len(declared) and not allow_new:
+            _refuse_undeclared(scheme, len(declared), mask_files, root / "labels.json")
     colors = [tuple(c) for c in declared.values()] if declared and len(declared) == scheme.num_classes else scheme.colors()
     return scheme, colors
+
+
+def _refuse_undeclared(scheme: LabelScheme, n_declared: int, mask_files: list[Path], declared_in: Path) -> None:
+    extra = set(scheme.codes[n_declared:]) if scheme.kind != "color" else set()
+    where = mask_files[0]
+    for f in mask_files:  # the first file holding an undeclared value (read again on this error path only)
+        codes = canonical(read_image(f).array, f)[1]
+        if extra and extra & set(np.unique(codes).tolist()):
+            where = f
+            break
+    raise DataError(f"the masks hold {scheme.num_classes} classes ({scheme._describe_codes()}) but {declared_in} "
+                    f"declares {n_declared}; value(s) {', '.join(map(str, sorted(extra)))} are not declared", path=where,
+                    hint="fix the masks, declare the classes in labels.json, or pass --allow-new-labels")
 
 
 def probe_channels(paths: list[Path]) -> int:
@@ -137,7 +155,7 @@ def prepare_dataset(root: str | Path, opts: DataOptions2D, require_masks: bool =
     key = fingerprint(files, {"options": opts.to_json(), "what": "label scheme and channels"})
     if key not in _SCHEMES:  # planning and training read the same folder in one process: decode the masks once
         _SCHEMES.clear()
-        scheme, colors = resolve_scheme(root, found.cases, opts.label_colors, opts.num_classes)
+        scheme, colors = resolve_scheme(root, found.cases, opts.label_colors, opts.num_classes, opts.allow_new_labels)
         _SCHEMES[key] = (scheme.to_json(), colors, probe_channels([c.image for c in found.cases]))
     raw, colors, channels = _SCHEMES[key]
     return Dataset2D(root, found.cases, LabelScheme.from_json(raw), channels, list(colors), found)

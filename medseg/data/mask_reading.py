@@ -52,8 +52,11 @@ def detect_scheme(
     *,
     label_colors: dict | None = None,
     num_classes: int | None = None,
+    allow_rare: bool = False,
 ) -> LabelScheme:
-    """Scan every mask file and decide how classes are encoded (see module docs)."""
+    """Scan every mask file and decide how classes are encoded (see module docs). Without declared colours, values
+    found in only a few of many masks beside classes in common use are refused as stray values
+    (:func:`check_rare_codes`) unless ``allow_rare``."""
     files = [Path(p) for p in mask_files]
     if not files:
         raise DataError("no mask files to read the label scheme from",
@@ -87,6 +90,7 @@ def detect_scheme(
     gray_counts: dict[int, int] = {}
     color_counts: dict[int, int] = {}
     first_file: dict[tuple[str, int], Path] = {}
+    files_with: dict[tuple[str, int], list[Path]] = {}
     for f in files:
         kind, codes, transparent = _read_codes(f)
         target = gray_counts if kind == "gray" else color_counts
@@ -98,6 +102,7 @@ def detect_scheme(
         for u, c in zip(uniq.tolist(), counts.tolist()):
             target[u] = target.get(u, 0) + c
             first_file.setdefault((kind, u), f)
+            files_with.setdefault((kind, u), []).append(f)
         if len(target) > MAX_CODES:
             what = "colours" if kind == "color" else "gray levels"
             raise DataError(
@@ -107,6 +112,8 @@ def detect_scheme(
                 "or declare the classes with --label-colors / labels.json",
             )
 
+    if not allow_rare:
+        check_rare_codes(files_with, len(files))
     if color_counts:
         # gray pixels in a colour dataset are colours (v, v, v)
         counts = dict(color_counts)
@@ -169,6 +176,33 @@ def detect_scheme(
                 num_classes, scheme.num_classes, scheme._describe_codes(),
             )
     return scheme
+
+
+#: Below this many mask files, no value is called rare: a small dataset's class may well be in one mask.
+RARE_MIN_FILES = 10
+#: A value in at most this share of the mask files (and at least one) is rare.
+RARE_SHARE = 0.01
+
+
+def check_rare_codes(files_with: dict[tuple[str, int], list[Path]], n_files: int) -> None:
+    """Refuse values (gray levels or colours, background aside) found in at most :data:`RARE_SHARE` of the masks
+    (one at least) when other foreground values are in common use: a stray value, such as a mask saved with
+    anti-aliasing among 0/255 masks, would otherwise become a class of its own."""
+    if n_files < RARE_MIN_FILES:
+        return
+    limit = max(1, int(RARE_SHARE * n_files))
+    foreground = {k: v for k, v in files_with.items() if k[1] != 0}
+    rare = {k: v for k, v in foreground.items() if len(v) <= limit}
+    if not rare or len(rare) == len(foreground):
+        return
+    where = sorted({p for v in rare.values() for p in v}, key=str)
+    values = [str(u) if kind == "gray" else fmt_color(unpack(u)) for kind, u in sorted(rare)]
+    shown = ", ".join(values[:8]) + (f" ... ({len(values)} in all)" if len(values) > 8 else "")
+    names = ", ".join(p.name for p in where[:5]) + (f" ... ({len(where)} files)" if len(where) > 5 else "")
+    raise DataError(f"mask value(s) {shown} appear in only {names} of {n_files} masks, beside classes that most masks "
+                    "share; they look like stray values (anti-aliasing, a mask saved in another encoding), not classes",
+                    path=where[0], hint="fix those masks, declare the classes (labels.json or --label-colors), or pass "
+                    "--allow-new-labels to train them as classes")
 
 
 def read_mask(paths: Sequence[Path], scheme: LabelScheme) -> np.ndarray:

@@ -166,7 +166,7 @@ def evaluate_dirs(
             raise ConfigError("--fov applies to 2D masks only")
         known = declared or dataset_json_labels(gt_dir)
     else:
-        scheme = detect_scheme([g for _, _, g in pairs])
+        scheme = detect_scheme([g for _, _, g in pairs], allow_rare=True)  # the truth is what it is
         known = _labels_2d(declared, scheme)
     fovs = pair_fov_files(fov_dir, [k for k, _, _ in pairs]) if fov_dir is not None else {}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from medseg.data.files import IMAGE_SUFFIXES, list_image_files
 from medseg.data.volume_case import VolumeCase, load_case
-from medseg.errors import DataError
+from medseg.errors import ConfigError, DataError
 from medseg.io import ImageData, read_image
 from medseg.io.base import file_suffix
 from medseg.io.volume import VOLUME_SUFFIXES
@@ -65,6 +65,9 @@ def _images(inputs: list[str | Path]) -> list[InputCase]:
                 raise DataError("no images in this folder", path=p, hint=f"medseg predicts {', '.join(IMAGE_SUFFIXES)} files")
             cases += [InputCase(f.stem, (f,)) for f in found]
         elif p.exists():
+            if file_suffix(p) in VOLUME_SUFFIXES:
+                raise DataError("a 3D volume file, but this run was trained on 2D images", path=p,
+                                hint=f"predict {', '.join(IMAGE_SUFFIXES)} files with this run, or volumes with a 3D run")
             cases.append(InputCase(p.stem, (p,)))
         else:
             raise DataError("input not found", path=p)
@@ -78,6 +81,9 @@ def _volumes(inputs: list[str | Path]) -> list[InputCase]:
         if not p.exists():
             raise DataError("input not found", path=p)
         if p.is_file():
+            if file_suffix(p) in IMAGE_SUFFIXES:
+                raise DataError("a 2D image file, but this run was trained on 3D volumes", path=p,
+                                hint=f"predict {', '.join(VOLUME_SUFFIXES)} files or DICOM series folders with this run")
             entries.append((_strip(p.name), p))
         elif _is_dicom_folder(p):
             entries.append((p.name, p))
@@ -105,6 +111,27 @@ def collect_inputs(inputs: list[str | Path], dims: int) -> list[InputCase]:
     """The cases in ``inputs`` for a run with ``dims`` spatial axes (see the module docs); a missing input,
     or a folder without anything to predict, is an error."""
     return _images(inputs) if dims == 2 else _volumes(inputs)
+
+
+def check_output_folder(out_dir: str | Path, inputs: list[str | Path], cases: list[InputCase],
+                        force: bool = False) -> None:
+    """Refuse an output folder that would put predictions among the scans: the folder of an input (its masks
+    would sit beside, and could replace, the user's files) always; a folder inside an input folder (the next
+    prediction of that folder would read the masks as scans) unless ``force``."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ConfigError("a file stands where the output folder should be", path=out_dir, hint="choose another --out folder")
+    out = Path(out_dir).resolve()
+    folders = {Path(p).resolve() for p in inputs if Path(p).is_dir()}
+    holders = folders | {p.resolve().parent for case in cases for p in case.paths if p.is_file()}
+    holders |= {p.resolve() for case in cases for p in case.paths if p.is_dir()}  # DICOM series folders
+    if out in holders:
+        raise ConfigError("the output folder holds the scans to predict; their masks would be written among "
+                          "(and could replace) them", path=out_dir, hint="choose another --out folder")
+    above = sorted(str(h) for h in folders if h in out.parents)
+    if above and not force:
+        raise ConfigError(f"the output folder lies inside the input folder {above[0]}; predicting that folder again "
+                          "would read the masks as scans", path=out_dir,
+                          hint="choose an --out folder outside the inputs, or pass --force")
 
 
 def read_input(case: InputCase, dims: int, num_channels: int | None) -> ImageData:

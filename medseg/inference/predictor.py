@@ -23,8 +23,8 @@ import torch
 
 from medseg.data.labels import LabelScheme
 from medseg.data.preprocess import Preprocessing, preprocess_from_json
-from medseg.errors import DataError, MedsegError
-from medseg.inference.inputs import collect_inputs, read_input
+from medseg.errors import ConfigError, DataError, MedsegError
+from medseg.inference.inputs import check_output_folder, collect_inputs, read_input
 from medseg.inference.sliding_window import predict_probabilities
 from medseg.inference.temperature import apply_temperature
 from medseg.inference.uncertainty import UNCERTAINTY_CSV, CaseUncertainty, case_uncertainty, normalized_entropy, write_uncertainty_csv
@@ -111,14 +111,22 @@ class Predictor:
         return pred
 
     def predict_files(self, inputs: list[str | Path], out_dir: str | Path, *, fmt: str = "native", overlays: bool = True,
-                      save_probabilities: bool = False, uncertainty: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
+                      save_probabilities: bool = False, uncertainty: bool = False,
+                      force: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
         """Predict every case in ``inputs`` (:func:`~medseg.inference.inputs.collect_inputs`) into ``out_dir``, in
         the input's kind of file (:mod:`medseg.inference.writers`; ``fmt``/``overlays`` for 2D images;
         ``save_probabilities`` adds the class probabilities); ``uncertainty`` adds entropy maps and ``uncertainty.csv`` (one row
-        per case). Two inputs with the same name would overwrite each other's outputs: the second is refused. A
+        per case). An ``out_dir`` among the inputs is refused (:func:`~medseg.inference.inputs.check_output_folder`;
+        ``force`` allows one inside an input folder). Two inputs with the same name would overwrite each other's
+        outputs: the second is refused. A
         case that fails is logged and skipped; returns (written files, [(input, reason)] failures)."""
         out_dir = Path(out_dir)
+        if self.dims == 3 and fmt != "native":
+            raise ConfigError(f"--format {fmt} applies to 2D runs; a 3D run writes label maps in the input's format",
+                              hint="leave out --format")
         cases = collect_inputs(inputs, self.dims)
+        check_output_folder(out_dir, inputs, cases, force)
+        out_dir.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails here, once, not per case
         writer = ImageWriter(self.scheme, self.colors, fmt, overlays) if self.dims == 2 else VolumeWriter(self.scheme)
         written: list[Path] = []
         failed: list[tuple[str, str]] = []

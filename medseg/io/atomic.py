@@ -1,6 +1,8 @@
 """Atomic file writes: write to a temporary file beside the target, then rename.
 
-A crash mid-write leaves the previous file intact, never a truncated one.
+A crash mid-write leaves the previous file intact, never a truncated one. The file gets the mode a plain
+``open(path, "w")`` would give (``0o666`` less the user's umask), not ``mkstemp``'s private ``0o600``, so
+colleagues, a web server or an export job can read predictions, reports and weights where the umask allows.
 """
 
 from __future__ import annotations
@@ -8,9 +10,21 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode() -> int:
+    """``0o666`` less the process's current umask (read by setting and restoring it, under a lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 @contextmanager
@@ -23,6 +37,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

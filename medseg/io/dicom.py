@@ -117,6 +117,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
                 hint="pass one of the UIDs listed",
             )
         chosen = matches[0]
+    check_series(folder, chosen, series)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in chosen.files])
     try:
@@ -136,6 +137,66 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
     }
     logger.debug("read DICOM series %s from %s: size %s", chosen.uid, folder, img.GetSize())
     return sitk_to_image_data(img, folder, meta=meta)
+
+
+#: Slice gaps may differ from the series' median gap by this fraction (DICOM positions are decimal strings).
+SLICE_GAP_TOLERANCE = 0.1
+
+
+def _has_preamble(path: Path) -> bool:
+    """Whether ``path`` starts as a DICOM file does ("DICM" after the 128-byte preamble): such a file outside the
+    image series is another kind of DICOM object (a SEG, an RTSTRUCT, a report), not a corrupt slice."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def check_series(folder: Path, chosen: DicomSeriesInfo, series: list[DicomSeriesInfo]) -> None:
+    """Refuse a series that would be read as a wrong volume: a file of the folder, of the series' file ending,
+    that is not DICOM at all (a corrupt slice is skipped by GDCM, and the remaining slices are stretched over
+    the gap); slices whose positions are not evenly spaced (a missing slice: the gap is named), or that are not
+    all in one orientation. A gantry tilt is reported."""
+    in_series = {f.resolve() for s in series for f in s.files}
+    endings = {f.suffix.lower() for f in chosen.files}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.resolve() not in in_series \
+                and path.suffix.lower() in endings and path.name.upper() != "DICOMDIR" and not _has_preamble(path):
+            raise DataError("a file of this series folder is not readable DICOM (corrupt or truncated?); reading "
+                            "the series without it would stretch the other slices over its place", path=path,
+                            hint="re-export the series, or remove the file if it does not belong to the series")
+    tags = [_header_tags(f, ("0020|0032", "0020|0037", "0018|1120")) for f in chosen.files]
+    orientations = {t.get("0020|0037") for t in tags}
+    if len(chosen.files) < 3 or None in orientations or any("0020|0032" not in t for t in tags):
+        return  # too few slices to compare, or no geometry in the headers (secondary capture)
+    try:
+        cosines = [np.array([float(v) for v in o.split("\\")]) for o in orientations]  # type: ignore[union-attr]
+        positions = np.array([[float(v) for v in t["0020|0032"].split("\\")] for t in tags])
+    except ValueError:
+        return
+    if any(c.shape != (6,) or np.abs(c - cosines[0]).max() > 1e-4 for c in cosines):
+        raise DataError(f"the slices of series {chosen.uid} are not all in one orientation", path=folder,
+                        hint="a series must be one stack of parallel slices; split it, or re-export it")
+    normal = np.cross(cosines[0][:3], cosines[0][3:])
+    depth = positions @ normal
+    order = np.argsort(depth)
+    gaps = np.diff(depth[order])
+    median = float(np.median(gaps))
+    if median <= 0:
+        raise DataError(f"slices of series {chosen.uid} share one position", path=folder,
+                        hint="two files may hold the same slice; remove the duplicate")
+    worst = int(np.argmax(np.abs(gaps - median)))
+    if abs(gaps[worst] - median) > SLICE_GAP_TOLERANCE * median:
+        a, b = (chosen.files[i].name for i in order[worst:worst + 2])
+        raise DataError(f"slice gap of {gaps[worst]:.3g} mm between {a} and {b}, where the series' slices are "
+                        f"{median:.3g} mm apart: a slice is missing, or the series is not evenly spaced", path=folder,
+                        hint="re-export the complete series")
+    tilt = [t.get("0018|1120", "") for t in tags]
+    if any(v and abs(float(v)) > 1e-3 for v in tilt if v.replace(".", "", 1).lstrip("-").isdigit()):
+        logger.warning("%s: series %s was acquired with a gantry tilt of %s degrees; its slices are read as "
+                       "positioned in the headers", folder, chosen.uid, tilt[0] or "non-zero")
 
 
 def _ds(value: float) -> str:

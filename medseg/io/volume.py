@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 import re
 import shutil
@@ -135,6 +136,7 @@ def _nifti_header(header: bytes, path: Path) -> dict:
             dims = struct.unpack(endian + "8h", header[40:56])
             datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
             vox_offset = max(int(struct.unpack(endian + "f", header[108:112])[0]), 352)
+            pixdim = struct.unpack(endian + "8f", header[76:108])
             break
         if size == 540:  # NIfTI-2
             if len(header) < 540:
@@ -142,6 +144,7 @@ def _nifti_header(header: bytes, path: Path) -> dict:
             datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
             dims = struct.unpack(endian + "8q", header[16:80])
             vox_offset = max(struct.unpack(endian + "q", header[168:176])[0], 544)
+            pixdim = struct.unpack(endian + "8d", header[104:168])
             break
     else:
         raise DataError("not a NIfTI file (bad header size field)", path=path, hint="check the file's format and ending")
@@ -158,6 +161,7 @@ def _nifti_header(header: bytes, path: Path) -> dict:
         "count": count,
         "vox_offset": vox_offset,
         "need": vox_offset + nbytes,
+        "spacing": tuple(float(v) for v in pixdim[1 : min(n, 3) + 1]),
     }
 
 
@@ -201,6 +205,11 @@ def inspect_nifti(path: str | Path) -> np.ndarray | None:
             with open(path, "rb") as f:
                 head = f.read(544)
         hdr = _nifti_header(head, path)
+        bad = [i for i, v in enumerate(hdr["spacing"]) if not (math.isfinite(v) and v > 0)]
+        if bad:
+            logger.warning("%s: the header's voxel spacing (pixdim) is %s along axis %s, not a positive length; it is "
+                        "read as 1 mm, so sizes and distances in mm are not physical. Fix the header if you can",
+                        path, ", ".join(f"{hdr['spacing'][i]:g}" for i in bad), ", ".join(str(i) for i in bad))
         dtype = _NIFTI_FLOAT.get(hdr["datatype"])
         if dtype is not None:
             raw = _read_nifti_raw(path, gz)

@@ -48,7 +48,12 @@ def load_model(folder: str | Path, name: str = "model", map_location: str | torc
         raise RunFolderError(f"invalid JSON ({e})", path=cfg_path) from None
     model = model_from_config(config)
     state = load_tensors(folder / f"{name}.safetensors")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape than the config builds
+        first = str(e).split("\n\t", 2)[1] if "\n\t" in str(e) else str(e)
+        raise RunFolderError(f"weights do not match the model config: {first.strip()}", path=folder / f"{name}.safetensors",
+                             hint=f"the weights and {cfg_path.name} must come from the same run") from None
     if missing or unexpected:
         raise RunFolderError(
             f"weights do not match the model config (missing: {missing[:5]}, unexpected: {unexpected[:5]})",

@@ -42,9 +42,22 @@ def write_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:
     write_json(run_dir / RUN_FILE, info)
 
 
+#: Files a training run writes at its top level (besides :data:`RUN_FILE`): found in a folder that is not a run,
+#: they are someone else's, and a new run there is refused rather than replacing them.
+RUN_OUTPUTS = ("model.json", "model.safetensors", "split.json", "labels.json", "history.csv", "validation.json",
+               "calibration.json", "report.html")
+
+
 def check_new_run_folder(run_dir: str | Path) -> None:
-    """Refuse to start a new training run in a folder that already holds one."""
+    """Refuse to start a new training run in a folder that already holds one, or that holds files of the
+    names a run writes without being a medseg run (they would be replaced)."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError("a file stands where the run folder should be", path=run_dir, hint="choose a new --out folder")
+    theirs = [n for n in RUN_OUTPUTS if (run_dir / n).exists()] if not (run_dir / RUN_FILE).exists() else []
+    if theirs:
+        raise RunFolderError(f"this folder is not a medseg run but holds {', '.join(theirs)}, which training would "
+                             "replace", path=run_dir, hint="choose a new --out folder")
     if (run_dir / RUN_FILE).exists() and (run_dir / "checkpoints" / "last.json").exists():
         raise RunFolderError(
             "this folder already holds a training run", path=run_dir,
