@@ -9,7 +9,6 @@ from typing import Optional
 import typer
 from rich import box
 from rich.table import Table
-
 from rich.markup import escape
 
 from medseg.cli.main import console

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-
 from rich.markup import escape
 
 from medseg.cli.main import console

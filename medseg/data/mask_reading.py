@@ -89,8 +89,7 @@ def detect_scheme(
 
     gray_counts: dict[int, int] = {}
     color_counts: dict[int, int] = {}
-    first_file: dict[tuple[str, int], Path] = {}
-    files_with: dict[tuple[str, int], list[Path]] = {}
+    files_with: dict[tuple[str, int], list[Path]] = {}  #: the files holding each (kind, code), in reading order
     for f in files:
         kind, codes, transparent = _read_codes(f)
         target = gray_counts if kind == "gray" else color_counts
@@ -101,7 +100,6 @@ def detect_scheme(
         uniq, counts = np.unique(codes, return_counts=True)
         for u, c in zip(uniq.tolist(), counts.tolist()):
             target[u] = target.get(u, 0) + c
-            first_file.setdefault((kind, u), f)
             files_with.setdefault((kind, u), []).append(f)
         if len(target) > MAX_CODES:
             what = "colours" if kind == "color" else "gray levels"
@@ -162,9 +160,9 @@ def detect_scheme(
             if scheme.kind == "color":
                 r, g, b = extra
                 packed = (r << 16) | (g << 8) | b
-                where = first_file.get(("color", packed)) or first_file.get(("gray", r), files[0])
+                where = (files_with.get(("color", packed)) or files_with.get(("gray", r)) or files)[0]
             else:
-                where = first_file.get(("gray", extra), files[0])
+                where = files_with.get(("gray", extra), files)[0]
             raise DataError(
                 f"masks hold {scheme.num_classes} classes ({scheme._describe_codes()}) but {num_classes} were requested",
                 path=where,

@@ -23,7 +23,7 @@ import torch
 
 from medseg.data.labels import LabelScheme
 from medseg.data.preprocess import Preprocessing, preprocess_from_json
-from medseg.errors import ConfigError, DataError, MedsegError
+from medseg.errors import DataError, MedsegError
 from medseg.inference.inputs import check_output_folder, collect_inputs, read_input
 from medseg.inference.sliding_window import predict_probabilities
 from medseg.inference.temperature import apply_temperature
@@ -121,13 +121,10 @@ class Predictor:
         outputs: the second is refused. A
         case that fails is logged and skipped; returns (written files, [(input, reason)] failures)."""
         out_dir = Path(out_dir)
-        if self.dims == 3 and fmt != "native":
-            raise ConfigError(f"--format {fmt} applies to 2D runs; a 3D run writes label maps in the input's format",
-                              hint="leave out --format")
+        writer = ImageWriter(self.scheme, self.colors, fmt, overlays) if self.dims == 2 else VolumeWriter(self.scheme, fmt)
         cases = collect_inputs(inputs, self.dims)
         check_output_folder(out_dir, inputs, cases, force)
         out_dir.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails here, once, not per case
-        writer = ImageWriter(self.scheme, self.colors, fmt, overlays) if self.dims == 2 else VolumeWriter(self.scheme)
         written: list[Path] = []
         failed: list[tuple[str, str]] = []
         seen: dict[str, Path] = {}

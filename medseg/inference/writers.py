@@ -58,7 +58,10 @@ class ImageWriter:
 
 
 class VolumeWriter:
-    def __init__(self, scheme: LabelScheme):
+    def __init__(self, scheme: LabelScheme, fmt: str = "native"):
+        if fmt != "native":
+            raise ConfigError(f"--format {fmt} applies to 2D runs; a 3D run writes label maps in the input's format",
+                              hint="leave out --format")
         self.scheme = scheme
 
     def write(self, out_dir: Path, case: InputCase, image: ImageData, pred: Prediction) -> tuple[Path, str | None]:

@@ -117,9 +117,10 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
                 hint="pass one of the UIDs listed",
             )
         chosen = matches[0]
-    check_series(folder, chosen, series)
+    check_series_files(folder, chosen, series)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in chosen.files])
+    reader.MetaDataDictionaryArrayUpdateOn()  # each slice's header, kept from this one read for check_slices
     try:
         img = reader.Execute()
     except RuntimeError as e:
@@ -128,6 +129,8 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
             path=folder,
             hint="a slice file may be corrupt or truncated; re-export the series",
         ) from None
+    check_slices(folder, chosen, [{k: reader.GetMetaData(i, k).strip() for k in _SLICE_TAGS if reader.HasMetaDataKey(i, k)}
+                                  for i in range(len(chosen.files))])
     meta = {
         "format": "dicom",
         "series_uid": chosen.uid,
@@ -141,6 +144,8 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
 
 #: Slice gaps may differ from the series' median gap by this fraction (DICOM positions are decimal strings).
 SLICE_GAP_TOLERANCE = 0.1
+#: Image position, image orientation, gantry tilt: the header entries :func:`check_slices` reads.
+_SLICE_TAGS = ("0020|0032", "0020|0037", "0018|1120")
 
 
 def _has_preamble(path: Path) -> bool:
@@ -154,11 +159,9 @@ def _has_preamble(path: Path) -> bool:
         return False
 
 
-def check_series(folder: Path, chosen: DicomSeriesInfo, series: list[DicomSeriesInfo]) -> None:
-    """Refuse a series that would be read as a wrong volume: a file of the folder, of the series' file ending,
-    that is not DICOM at all (a corrupt slice is skipped by GDCM, and the remaining slices are stretched over
-    the gap); slices whose positions are not evenly spaced (a missing slice: the gap is named), or that are not
-    all in one orientation. A gantry tilt is reported."""
+def check_series_files(folder: Path, chosen: DicomSeriesInfo, series: list[DicomSeriesInfo]) -> None:
+    """Refuse a series folder holding a file of the series' ending that is not DICOM at all: GDCM skips such a
+    corrupt slice, and the remaining slices would be stretched over the gap."""
     in_series = {f.resolve() for s in series for f in s.files}
     endings = {f.suffix.lower() for f in chosen.files}
     for path in sorted(folder.iterdir()):
@@ -167,7 +170,12 @@ def check_series(folder: Path, chosen: DicomSeriesInfo, series: list[DicomSeries
             raise DataError("a file of this series folder is not readable DICOM (corrupt or truncated?); reading "
                             "the series without it would stretch the other slices over its place", path=path,
                             hint="re-export the series, or remove the file if it does not belong to the series")
-    tags = [_header_tags(f, ("0020|0032", "0020|0037", "0018|1120")) for f in chosen.files]
+
+
+def check_slices(folder: Path, chosen: DicomSeriesInfo, tags: list[dict[str, str]]) -> None:
+    """Refuse a series read as a wrong volume: slices whose positions are not evenly spaced (a missing slice: the
+    gap is named), or that are not all in one orientation; ``tags`` holds each slice's :data:`_SLICE_TAGS`. A
+    gantry tilt is reported."""
     orientations = {t.get("0020|0037") for t in tags}
     if len(chosen.files) < 3 or None in orientations or any("0020|0032" not in t for t in tags):
         return  # too few slices to compare, or no geometry in the headers (secondary capture)

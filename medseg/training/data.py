@@ -75,7 +75,7 @@ def split_2d(ds: Dataset2D, fractions, seed: int, split_file: str | None = None)
     return split_cases(keys, list(groups.values()), fractions=fractions, seed=seed)
 
 
-def prepare_2d(setup: TrainSetup, out: Path, resume: bool = False) -> Prepared:
+def prepare_2d(setup: TrainSetup, out: Path) -> Prepared:
     ds = prepare_dataset(setup.data, setup.data_options)
     if ds.scheme.num_classes < 2:
         raise DataError("the masks hold a single class; segmentation needs at least background and one class", path=setup.data)
@@ -98,7 +98,7 @@ def prepare_2d(setup: TrainSetup, out: Path, resume: bool = False) -> Prepared:
 # --------------------------------------------------------------------------- 3D
 
 
-def prepare_3d(setup: TrainSetup, out: Path, resume: bool = False) -> Prepared:
+def prepare_3d(setup: TrainSetup, out: Path) -> Prepared:
     cases, ds = discover_volume_cases(setup.data)
     keys = [c.key for c in cases]
     if setup.split_file:
@@ -138,6 +138,6 @@ def _relative_to_run(folder: Path, run_dir: Path) -> str:
     return folder.relative_to(run_dir).as_posix() if folder.is_relative_to(run_dir) else str(folder)
 
 
-def prepare(setup: TrainSetup, out: Path, resume: bool = False) -> Prepared:
+def prepare(setup: TrainSetup, out: Path) -> Prepared:
     """The data of ``setup``, read as its kind is read (see the module docs)."""
-    return (prepare_2d if setup.dims == 2 else prepare_3d)(setup, out, resume)
+    return (prepare_2d if setup.dims == 2 else prepare_3d)(setup, out)

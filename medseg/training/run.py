@@ -33,7 +33,7 @@ def train(setup: TrainSetup, callbacks: Callbacks | None = None, resume: bool = 
     out = Path(setup.out)
     if not resume and distributed.is_main():
         check_new_run_folder(out)
-    data = prepare(setup, out, resume)
+    data = prepare(setup, out)
     cfg, dims = setup.train, setup.dims
     on_gpu = resolve_device(cfg.device).type == "cuda"
     if setup.auto_patch:
