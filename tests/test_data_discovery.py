@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shared_path
+from tests.conftest import shared_path
 from medseg.data.discovery import Case2D, discover_cases, find_layout
 from medseg.data.files import list_image_files
 from medseg.data.naming import pairing_key

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shared_path
+from tests.conftest import shared_path
 from medseg.data.labels import LabelScheme
 from medseg.data.label_files import load_labels_json, parse_label_colors
 from medseg.data.mask_reading import detect_scheme, read_mask

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import shared_path
+from tests.conftest import shared_path
 from medseg.data.layouts import discover_volume_cases
 from medseg.data.volume_case import VolumeCase, grid_differences, load_case
 from medseg.errors import DataError

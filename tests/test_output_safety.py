@@ -183,3 +183,30 @@ def test_a_volume_given_to_a_2d_run_is_a_clear_error(run2d, tmp_path, capsys):
     run_cli("predict", run, volume, "--out", tmp_path / "o", code=2)
     err = " ".join(capsys.readouterr().err.split())
     assert "scan.nii.gz" in err and "trained on 2D images" in err and "Traceback" not in err
+
+
+def test_predict_replaces_existing_outputs_only_when_told(run2d, scans, tmp_path, capsys):
+    _, run = run2d
+    out = tmp_path / "out"
+    run_cli("predict", run, scans, "--out", out)
+    first = checksums(out)
+    mine = out / "notes.txt"
+    mine.write_text("mine")
+    run_cli("predict", run, scans, "--out", out, code=2)  # the masks of the first run are there now
+    err = " ".join(capsys.readouterr().err.split())
+    assert "would be replaced" in err and "--overwrite" in err
+    assert checksums(out) == {**first, "notes.txt": checksums(out)["notes.txt"]}
+    run_cli("predict", run, scans, "--out", out, "--overwrite")
+    assert set(checksums(out)) == set(first) | {"notes.txt"} and mine.read_text() == "mine"
+
+
+def test_synth_and_demo_write_again_only_into_their_own_folder(tmp_path, capsys):
+    run_cli("synth", tmp_path / "d", "--patients", "1", "--slices", "1", "--size", "32")
+    run_cli("synth", tmp_path / "d", "--patients", "1", "--slices", "1", "--size", "32")  # its own folder: remade
+    assert len(list((tmp_path / "d" / "images").iterdir())) == 1
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.png").write_bytes(b"x")
+    run_cli("synth", tmp_path / "mine", code=2)
+    run_cli("demo", "--out", tmp_path / "d", code=2)  # synth's folder is not the demo's
+    assert "not empty" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["a.png"]

@@ -14,7 +14,7 @@ import torch
 
 from medseg.data.split import read_split_file
 from medseg.data.labels import LabelScheme
-from medseg.data.layouts import is_volume_dataset
+from medseg.data.dataset_kind import is_volume_dataset
 from medseg.data.preprocess3d import Preprocess3D
 from medseg.errors import DataError
 from medseg.inference.predictor import Predictor

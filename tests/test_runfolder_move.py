@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import run_cli
+from tests.conftest import run_cli
 from helpers2d import write_disc_dataset
 from helpers3d import write_msd_dataset
 

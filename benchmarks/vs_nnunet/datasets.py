@@ -101,7 +101,7 @@ def resolve(dataset: str, split_file: str | Path | None = None) -> BenchDataset:
         folder, ds_id, name = Path(dataset), GENERIC_ID, _sanitise(Path(dataset).resolve().name)
         if not folder.is_dir():
             raise FileNotFoundError(f"dataset folder not found: {folder}")
-    from medseg.data.layouts import is_volume_dataset
+    from medseg.data.dataset_kind import is_volume_dataset
 
     if is_volume_dataset(folder):
         return _volume_dataset(folder, name, ds_id, split_file)

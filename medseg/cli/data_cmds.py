@@ -17,9 +17,11 @@ def synth(
     size: int = typer.Option(256, min=32, help="Image side in pixels (at least 32)."),
     seed: int = typer.Option(0, help="Random seed (same seed, same files)."),
 ) -> None:
-    """Write a deterministic synthetic CT-slice dataset (body, lungs, tumours)."""
+    """Write a deterministic synthetic CT-slice dataset (body, lungs, tumours) into a new or empty folder."""
     from medseg.data.phantom import make_phantom_dataset
+    from medseg.io.atomic import claim_folder
 
+    claim_folder(out, "synth")
     make_phantom_dataset(out, n_patients=patients, slices_per_patient=slices, size=size, seed=seed)
     console.print(f"wrote {patients * slices} phantom slices to {out} (images/, masks/, masks_color/, labels.json)", highlight=False, markup=False)
 

@@ -30,6 +30,7 @@ def demo(
     from medseg.evaluation.plots import image_label_grid
     from medseg.inference.predictor import Predictor
     from medseg.io import read_image
+    from medseg.io.atomic import claim_folder
     from medseg.runfolder.split import read_split
     from medseg.training.config import TrainConfig
     from medseg.training.run import train
@@ -37,8 +38,10 @@ def demo(
     from medseg.units import parse_duration
 
     data, run, preds = out / "data", out / "run", out / "predictions"
-    if run.exists():
-        shutil.rmtree(run)
+    claim_folder(out, "demo")  # a folder of the user's is refused; the demo's own is remade
+    for folder in (data, run, preds):
+        if folder.exists():
+            shutil.rmtree(folder)
     console.rule("1/5 synthetic phantom")
     make_phantom_dataset(data, seed=seed)
     console.rule("2/5 show")

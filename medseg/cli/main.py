@@ -59,9 +59,10 @@ def _register() -> None:
     app.command("plan")(plan_cmds.plan)
     app.command("calibrate")(calibrate_cmd.calibrate)
     app.command("report")(report_cmd.report)
-    from medseg.cli import relocate_cmd
+    from medseg.cli import export_cmd, relocate_cmd
 
     app.command("relocate")(relocate_cmd.relocate)
+    app.command("export")(export_cmd.export)
 
 
 _register()

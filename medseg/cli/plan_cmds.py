@@ -15,14 +15,14 @@ from medseg.cli.main import console
 
 def _fingerprint(data: Path, images: Optional[str], masks: Optional[str], pair_pattern: Optional[str],
                  label_colors: Optional[str], workers: Optional[int], max_cases: Optional[int],
-                 allow_new_labels: bool = False) -> dict:
+                 allow_new_labels: bool = False, channels: Optional[int] = None) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from medseg.data.dataset2d import DataOptions2D
     from medseg.planning.fingerprint import compute_fingerprint
 
     opts = DataOptions2D(images=images, masks=masks, pair_pattern=pair_pattern, label_colors=label_colors,
-                         allow_new_labels=allow_new_labels)
+                         allow_new_labels=allow_new_labels, channels=channels)
     with Progress(TextColumn("reading cases"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("cases", total=None)
@@ -154,11 +154,12 @@ def inspect(
     pair_pattern: Optional[str] = typer.Option(None, help="2D: regex pairing images and masks."),
     label_colors: Optional[str] = typer.Option(None, help="2D: class colours 'name=r,g,b;...' or a labels.json path."),
     allow_new_labels: bool = typer.Option(False, "--allow-new-labels", help="2D: accept mask values found in only a few masks as classes."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="2D: convert every image to 1 (grey) or 3 (colour) channels."),
 ) -> None:
     """Describe a dataset: cases, channels, shapes, spacings, intensities, classes, problems (the fingerprint)."""
     from medseg.io.atomic import write_json
 
-    fp = _fingerprint(data, images, masks, pair_pattern, label_colors, workers, max_cases, allow_new_labels)
+    fp = _fingerprint(data, images, masks, pair_pattern, label_colors, workers, max_cases, allow_new_labels, channels)
     print_fingerprint(fp)
     write_json(out, fp)
     console.print(f"fingerprint of {fp['cases_used']} case(s) in {fp['elapsed_s']:.1f} s: {out}", highlight=False, markup=False)
@@ -178,6 +179,7 @@ def plan(
     pair_pattern: Optional[str] = typer.Option(None, help="2D: regex pairing images and masks."),
     label_colors: Optional[str] = typer.Option(None, help="2D: class colours 'name=r,g,b;...' or a labels.json path."),
     allow_new_labels: bool = typer.Option(False, "--allow-new-labels", help="2D: accept mask values found in only a few masks as classes."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="2D: convert every image to 1 (grey) or 3 (colour) channels."),
 ) -> None:
     """Decide how to train on a dataset and save it as an editable plan.json (each decision with its reason)."""
     import json
@@ -193,7 +195,7 @@ def plan(
         except (OSError, ValueError) as e:
             raise ConfigError(f"cannot read the fingerprint: {e}", path=fingerprint, hint="make one with `medseg inspect DATA`") from None
     else:
-        fp = _fingerprint(data, images, masks, pair_pattern, label_colors, workers, None, allow_new_labels)
+        fp = _fingerprint(data, images, masks, pair_pattern, label_colors, workers, None, allow_new_labels, channels)
     if fingerprint_out is not None:
         write_json(fingerprint_out, fp)
     p = make_plan(fp, device=device, memory_budget=memory_budget, time_budget=parse_duration(time_budget),

@@ -10,7 +10,7 @@ from medseg.cli.main import console
 
 
 def predict(
-    run: Path = typer.Argument(..., help="Run folder of `medseg train`."),
+    run: Path = typer.Argument(..., help="Run folder of `medseg train`, or a bundle of `medseg export`."),
     inputs: list[Path] = typer.Argument(..., help="Image files or folders of images; for 3D runs volume files, folders of volumes, or DICOM series folders."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (and overlays)."),
     format: str = typer.Option("native", help="2D: native (the training masks' encoding) | index (class ids) | color."),
@@ -25,17 +25,46 @@ def predict(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     force: bool = typer.Option(False, "--force", help="Allow an --out folder inside an input folder (never the folder "
                                "of the inputs themselves)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files already in --out that the outputs would "
+                                   "replace (refused by default, before anything is written)."),
+    backend: str = typer.Option("auto", help="torch | onnxruntime | auto (a bundle: onnxruntime; a run folder: torch). "
+                                "A run with onnxruntime is exported to a temporary bundle first."),
     amp: bool = typer.Option(True, help="Run the network in bf16 (fp16 on older GPUs) where training would, as its "
                              "validation did; --no-amp: float32 throughout."),
 ) -> None:
     """Predict a mask per image, at the image's original size (3D: exactly on the input's grid)."""
+    tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
+    predictor, handle = _predictor(run, backend, tta, device, calibration, amp)
+    try:
+        written, failed = predictor.predict_files(inputs, out, fmt=format, overlays=overlay, save_probabilities=save_probabilities,
+                                                  uncertainty=uncertainty, force=force, overwrite=overwrite)
+    finally:
+        if handle is not None:
+            handle.cleanup()
+    _report(written, failed, out, "masks" if predictor.dims == 2 else "label maps", uncertainty)
+
+
+def _predictor(run: Path, backend: str, tta: bool, device: str, calibration: bool, amp: bool):
+    """The predictor of ``run`` (a run folder or a bundle) on ``backend``, and the temporary bundle to clean up."""
+    from medseg.errors import ConfigError
+    from medseg.inference.bundle import is_bundle, temporary_bundle
     from medseg.inference.predictor import Predictor
 
-    tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
-    predictor = Predictor.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp)
-    written, failed = predictor.predict_files(inputs, out, fmt=format, overlays=overlay, save_probabilities=save_probabilities,
-                                              uncertainty=uncertainty, force=force)
-    _report(written, failed, out, "masks" if predictor.dims == 2 else "label maps", uncertainty)
+    if backend not in ("auto", "torch", "onnxruntime"):
+        raise ConfigError(f"unknown --backend '{backend}'", hint="choose torch, onnxruntime or auto")
+    if is_bundle(run):
+        if backend == "torch":
+            raise ConfigError("--backend torch: a bundle runs in ONNX Runtime; the torch backend needs the run folder", path=run,
+                              hint="leave out --backend, or give the run folder")
+        return Predictor.from_bundle(run, mirror=tta, calibration=calibration), None
+    if backend != "onnxruntime":
+        return Predictor.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp), None
+    bundle, handle = temporary_bundle(run)
+    try:
+        return Predictor.from_bundle(bundle, mirror=tta, calibration=calibration), handle
+    except BaseException:
+        handle.cleanup()
+        raise
 
 
 def _report(written: list, failed: list, out: Path, what: str, uncertainty: bool = False) -> None:

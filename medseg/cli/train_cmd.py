@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +13,7 @@ from rich.markup import escape
 
 from medseg.cli.main import console
 from medseg.cli.setup_options import given_options, with_setup_options
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, MedsegError
 from medseg.training.options import SetupOptions
 
 
@@ -41,16 +43,17 @@ def train(
         if data is None or out is None:
             raise ConfigError("give a data folder and --out RUN (or --resume RUN)", hint="medseg train DATA --out RUN")
         setup = build_setup(data, out, options, given)
-    if resume is None and not no_plan:
-        _apply_plan(setup, plan, given)
-    elif plan is not None:
+    if plan is not None and (resume is not None or no_plan):
         raise ConfigError("--plan cannot be combined with " + ("--resume" if resume is not None else "--no-plan"),
                           hint="a resumed run keeps its own settings" if resume is not None else "leave one of them out")
-    hint = f"budget {setup.train.time_budget:.0f}s" if setup.train.time_budget else f"{setup.train.max_epochs} epochs max"
     main_rank = distributed.context().is_main  # under torchrun, rank 0 alone reports and writes
     try:
-        with TrainProgress(console, hint) if main_rank else nullcontext() as progress:
-            result = run_training(setup, callbacks=progress, resume=resume is not None)
+        with _nothing_left_if_stopped_early(Path(setup.out)) if resume is None and main_rank else nullcontext():
+            if resume is None and not no_plan:
+                _apply_plan(setup, plan, given)
+            hint = f"budget {setup.train.time_budget:.0f}s" if setup.train.time_budget else f"{setup.train.max_epochs} epochs max"
+            with TrainProgress(console, hint) if main_rank else nullcontext() as progress:
+                result = run_training(setup, callbacks=progress, resume=resume is not None)
     except KeyboardInterrupt:
         if main_rank:
             _say_how_to_resume(Path(setup.out))
@@ -67,6 +70,23 @@ def train(
         f"best epoch {result.best_epoch} ({setup.train.monitor} {result.best_score:.4f})\nrun folder: {escape(str(setup.out))}",
         highlight=False,
     )
+
+
+@contextmanager
+def _nothing_left_if_stopped_early(out: Path) -> Iterator[None]:
+    """A new run refused while its data is read, or interrupted before its first checkpoint, leaves nothing
+    behind (the files it made, and the folder if it made that), so the same command can simply be run again."""
+    existed = out.is_dir()
+    before = set(out.iterdir()) if existed else set()
+    try:
+        yield
+    except (MedsegError, KeyboardInterrupt):
+        if out.is_dir() and not any((out / "checkpoints").glob("last*")):
+            for p in set(out.iterdir()) - before:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            if not existed:
+                out.rmdir()
+        raise
 
 
 def _say_how_to_resume(run: Path) -> None:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from medseg.data.cache import fingerprint
+from medseg.data.channels import resolve_channels
 from medseg.data.discovery import Case2D, Discovery, discover
 from medseg.data.labels import LabelScheme, canonical
 from medseg.data.label_files import load_labels_json, parse_label_colors
@@ -41,6 +41,8 @@ class DataOptions2D:
             folder's own ``labels.json`` is used when present.
         num_classes: expected classes (background included); more in the masks is an error.
         allow_new_labels: accept values found in only a few masks as classes (refused as stray values otherwise).
+        channels: convert every image to this many channels (1 or 3); default: the count all images share
+            (mixed grey and colour images are refused, see :mod:`medseg.data.channels`).
     """
 
     images: str | None = None
@@ -52,6 +54,7 @@ class DataOptions2D:
     label_colors: str | None = None
     num_classes: int | None = None
     allow_new_labels: bool = False
+    channels: int | None = None
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -123,23 +126,6 @@ def _refuse_undeclared(scheme: LabelScheme, n_declared: int, mask_files: list[Pa
                     hint="fix the masks, declare the classes in labels.json, or pass --allow-new-labels")
 
 
-def probe_channels(paths: list[Path]) -> int:
-    """3 when any image is colour, else 1 (reads file headers only)."""
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                if im.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
-                    if im.mode == "P":
-                        rgb = np.asarray(im.convert("RGB"))
-                        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
-                            return 3
-                        continue
-                    return 3
-        except OSError:
-            continue  # unreadable files are reported when loaded
-    return 1
-
-
 #: the label scheme and channels of the last dataset prepared, by a hash of its files and options
 _SCHEMES: dict[str, tuple[dict, list, int]] = {}
 
@@ -156,7 +142,7 @@ def prepare_dataset(root: str | Path, opts: DataOptions2D, require_masks: bool =
     if key not in _SCHEMES:  # planning and training read the same folder in one process: decode the masks once
         _SCHEMES.clear()
         scheme, colors = resolve_scheme(root, found.cases, opts.label_colors, opts.num_classes, opts.allow_new_labels)
-        _SCHEMES[key] = (scheme.to_json(), colors, probe_channels([c.image for c in found.cases]))
+        _SCHEMES[key] = (scheme.to_json(), colors, resolve_channels([c.image for c in found.cases], opts.channels))
     raw, colors, channels = _SCHEMES[key]
     return Dataset2D(root, found.cases, LabelScheme.from_json(raw), channels, list(colors), found)
 

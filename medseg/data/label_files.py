@@ -66,6 +66,8 @@ def load_labels_json(path) -> dict[str, tuple[int, int, int]]:
         raise ConfigError(f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})", path=path) from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"cannot read labels file: {e}", path=path, hint="save it as UTF-8 text") from None
+    except (ValueError, RecursionError) as e:  # a number of 5000 digits, or nesting deeper than Python's stack
+        raise ConfigError(f"not valid JSON ({str(e)[:200]})", path=path) from None
     hint = ('write {"labels": {"0": {"name": "background", "color": [0,0,0]}, "1": {...}}} '
             'or {"background": [0,0,0], "lung": [255,0,0]}')
     if not isinstance(data, dict) or not data:

@@ -378,28 +378,3 @@ def _discover_folders(root: Path, require_labels: bool) -> tuple[list[VolumeCase
 
 
 # --------------------------------------------------------------------------- detection
-
-
-def _holds_volumes(folder: Path) -> bool:
-    for p in filter(_visible, folder.iterdir()):
-        if p.is_file() and file_suffix(p) in VOLUME_SUFFIXES:
-            return True
-        if p.is_dir() and any(f.suffix.lower() == ".dcm" for f in p.iterdir() if f.is_file()):
-            return True  # a DICOM series folder per case
-    return False
-
-
-def is_volume_dataset(path: str | Path) -> bool:
-    """Whether ``path`` looks like a 3D dataset folder (so `medseg train` takes the 3D pipeline).
-
-    True for a folder with ``dataset.json`` (Decathlon / nnU-Net), an ``imagesTr/``
-    folder, or an ``images/`` folder holding volume files (``.nii.gz``, ``.nrrd``,
-    ``.mha``, ...) or DICOM series folders (``*.dcm`` files). Reads no image data.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        return False
-    if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
-        return True
-    images = root / "images"
-    return images.is_dir() and _holds_volumes(images)

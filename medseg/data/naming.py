@@ -86,7 +86,9 @@ def pattern_key_fn(pattern: str, what: str, group_name: str) -> Callable[[Path],
     try:
         rx = re.compile(pattern)
     except re.error as e:
-        raise ConfigError(f"invalid {what} regular expression {pattern!r}: {e}") from None
+        flag = "--" + what.replace(" ", "-")
+        raise ConfigError(f"{flag}: invalid {what} regular expression {pattern!r}: {e}",
+                          hint="fix the regular expression (e.g. '(?P<key>case\\d+)')") from None
 
     def key(path: Path) -> str:
         m = rx.search(path.stem)

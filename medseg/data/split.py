@@ -41,18 +41,18 @@ def parse_fractions(spec: str) -> tuple[float, float, float]:
     try:
         values = [float(p.rstrip("%")) for p in parts]
     except ValueError:
-        raise ConfigError(f"cannot read split fractions {spec!r}", hint=hint) from None
+        raise ConfigError(f"--split: cannot read split fractions {spec!r}", hint=hint) from None
     if len(values) == 2:
         values.append(0.0)
     if len(values) != 3:
-        raise ConfigError(f"split fractions {spec!r}: expected 2 or 3 values, got {len(values)}", hint=hint)
+        raise ConfigError(f"--split: fractions {spec!r}: expected 2 or 3 values, got {len(values)}", hint=hint)
     if any(not math.isfinite(v) or v < 0 for v in values):
-        raise ConfigError(f"split fractions {spec!r} must not be negative", hint=hint)
+        raise ConfigError(f"--split: fractions {spec!r} must not be negative", hint=hint)
     total = sum(values)
     if abs(total - 100) < 1e-6:
         values = [v / 100 for v in values]
     elif abs(total - 1) > 1e-6:
-        raise ConfigError(f"split fractions {spec!r} sum to {total:g}, not 1 (or 100%)", hint=hint)
+        raise ConfigError(f"--split: fractions {spec!r} sum to {total:g}, not 1 (or 100%)", hint=hint)
     return (values[0], values[1], values[2])
 
 

@@ -170,3 +170,34 @@ def load_case(case: VolumeCase, *, labels: dict[int, str] | tuple[int, ...] | No
         meta={"case": case.key, "values": present.tolist()},
     )
     return image, label
+
+
+def _header_grid(path: Path) -> tuple[tuple[int, ...], Geometry]:
+    """The first three axes' size and geometry of a volume file, from its header alone."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    n = min(3, reader.GetDimension())
+    size = tuple(int(v) for v in reader.GetSize()[:n])
+    direction = np.asarray(reader.GetDirection(), float).reshape(reader.GetDimension(), -1)[:n, :n]
+    return size, Geometry(tuple(reader.GetSpacing()[:n]), tuple(reader.GetOrigin()[:n]), tuple(direction.ravel()))
+
+
+def check_label_grid(case: VolumeCase) -> None:
+    """Refuse a case whose label is not on its image's grid, reading the headers only (the whole case when a
+    header cannot be read, so that its own error is reported). Training checks every case so, the test cases
+    included, before it starts."""
+    if case.label is None or not case.images or case.images[0].is_dir() or case.label.is_dir():
+        return
+    try:
+        shape, geom = _header_grid(case.images[0])
+        lab_shape, lab_geom = _header_grid(case.label)
+    except RuntimeError:
+        load_case(case)
+        return
+    diffs = grid_differences(shape, geom, lab_shape, lab_geom)
+    if diffs:
+        raise DataError(f"case '{case.key}': label and image are on different grids: " + "; ".join(diffs), path=case.label,
+                        hint="the label must be drawn on the image's own grid (same size, spacing, origin, direction)")

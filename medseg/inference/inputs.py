@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from medseg.data.files import IMAGE_SUFFIXES, list_image_files
 from medseg.data.volume_case import VolumeCase, load_case
@@ -132,6 +133,26 @@ def check_output_folder(out_dir: str | Path, inputs: list[str | Path], cases: li
         raise ConfigError(f"the output folder lies inside the input folder {above[0]}; predicting that folder again "
                           "would read the masks as scans", path=out_dir,
                           hint="choose an --out folder outside the inputs, or pass --force")
+
+
+def check_output_files(out_dir: str | Path, cases: list[InputCase], targets: Callable[[InputCase], list[Path]],
+                       shared: list[Path], overwrite: bool = False) -> None:
+    """Refuse, before anything is written, inputs whose outputs (``targets(case)``) share a name (``a.png``
+    and ``a.tif`` both give ``a.png``; ``a.png`` gives ``a_overlay.png``, the mask of an input of that name), and,
+    unless ``overwrite``, existing files that an output (or one of the ``shared`` files) would replace."""
+    owner: dict[Path, InputCase] = {}
+    for case in cases:
+        for t in targets(case):
+            if t in owner:
+                first = owner[t]
+                raise ConfigError(f"the inputs {first.paths[0]} and {case.paths[0]} would both write {t.name}",
+                                  path=case.paths[0], hint="rename one of them, or predict them into separate --out folders")
+            owner[t] = case
+    existing = [t for t in [*owner, *shared] if t.exists() or t.is_symlink()]
+    if existing and not overwrite:
+        names = ", ".join(t.name for t in existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
+        raise ConfigError(f"{len(existing)} file(s) already in the output folder would be replaced: {names}",
+                          path=out_dir, hint="choose an empty --out folder, or pass --overwrite to replace them")
 
 
 def read_input(case: InputCase, dims: int, num_channels: int | None) -> ImageData:

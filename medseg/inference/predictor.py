@@ -24,7 +24,7 @@ import torch
 from medseg.data.labels import LabelScheme
 from medseg.data.preprocess import Preprocessing, preprocess_from_json
 from medseg.errors import DataError, MedsegError
-from medseg.inference.inputs import check_output_folder, collect_inputs, read_input
+from medseg.inference.inputs import check_output_files, check_output_folder, collect_inputs, read_input
 from medseg.inference.sliding_window import predict_probabilities
 from medseg.inference.temperature import apply_temperature
 from medseg.inference.uncertainty import UNCERTAINTY_CSV, CaseUncertainty, case_uncertainty, normalized_entropy, write_uncertainty_csv
@@ -85,6 +85,23 @@ class Predictor:
                    info.get("display_colors"), (info.get("dataset") or {}).get("num_channels") if run_dims(info) == 3 else None,
                    overlap, mirror, device, int(train.get("batch_size", 2)), run_temperature(run_dir, calibration), amp)
 
+    @classmethod
+    def from_bundle(cls, bundle_dir: str | Path, *, overlap: float | None = None, mirror: bool = False,
+                    calibration: bool = True) -> "Predictor":
+        """A predictor running an exported bundle's ``model.onnx`` in ONNX Runtime
+        (:mod:`medseg.inference.bundle`), on the CPU in float32; needs no run folder."""
+        from medseg.inference.bundle import OnnxNetwork, read_bundle
+
+        bundle_dir = Path(bundle_dir)
+        b = read_bundle(bundle_dir)
+        window = b["sliding_window"]
+        patch = tuple(int(p) for p in window["patch_size"])
+        network = OnnxNetwork(bundle_dir / b["network"]["file"], int(b["channels"]), patch)
+        return cls(network, preprocess_from_json(b["preprocess"]), LabelScheme.from_json(b["labels"]), patch,
+                   b.get("display_colors"), int(b["channels"]) if b["spatial_dims"] == 3 else None,
+                   window.get("overlap", 0.5) if overlap is None else overlap, mirror, "cpu",
+                   int(window.get("batch_size", 2)), b.get("temperature") if calibration else None, amp=False)
+
     def predict(self, image: ImageData, probabilities: bool = False, uncertainty: bool = False) -> Prediction:
         """Class ids on ``image``'s own grid (and the class probabilities, the entropy map and the per-case
         uncertainty score, if asked)."""
@@ -112,31 +129,26 @@ class Predictor:
 
     def predict_files(self, inputs: list[str | Path], out_dir: str | Path, *, fmt: str = "native", overlays: bool = True,
                       save_probabilities: bool = False, uncertainty: bool = False,
-                      force: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
+                      force: bool = False, overwrite: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
         """Predict every case in ``inputs`` (:func:`~medseg.inference.inputs.collect_inputs`) into ``out_dir``, in
         the input's kind of file (:mod:`medseg.inference.writers`; ``fmt``/``overlays`` for 2D images;
         ``save_probabilities`` adds the class probabilities); ``uncertainty`` adds entropy maps and ``uncertainty.csv`` (one row
         per case). An ``out_dir`` among the inputs is refused (:func:`~medseg.inference.inputs.check_output_folder`;
-        ``force`` allows one inside an input folder). Two inputs with the same name would overwrite each other's
-        outputs: the second is refused. A
-        case that fails is logged and skipped; returns (written files, [(input, reason)] failures)."""
+        ``force`` allows one inside an input folder). Before anything is written, two inputs whose outputs share a
+        name are refused, and so are existing files an output would replace unless ``overwrite``
+        (:func:`~medseg.inference.inputs.check_output_files`). A case that fails is logged and skipped; returns (written files, [(input, reason)] failures)."""
         out_dir = Path(out_dir)
         writer = ImageWriter(self.scheme, self.colors, fmt, overlays) if self.dims == 2 else VolumeWriter(self.scheme, fmt)
         cases = collect_inputs(inputs, self.dims)
         check_output_folder(out_dir, inputs, cases, force)
+        check_output_files(out_dir, cases, lambda c: writer.targets(out_dir, c, save_probabilities, uncertainty),
+                           [out_dir / UNCERTAINTY_CSV] if uncertainty else [], overwrite)
         out_dir.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails here, once, not per case
         written: list[Path] = []
         failed: list[tuple[str, str]] = []
-        seen: dict[str, Path] = {}
         rows: list[dict] = []
         for i, case in enumerate(cases):
             where = str(case.paths[0])
-            if case.name in seen:
-                failed.append((where, f"a second input named '{case.name}' (after {seen[case.name].name}); "
-                                      "its output would overwrite the first"))
-                log.error("%s: skipped, a second input named '%s'", where, case.name)
-                continue
-            seen[case.name] = case.paths[0]
             try:
                 image = read_input(case, self.dims, self.num_channels)
                 pred = self.predict(image, save_probabilities, uncertainty)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+#: the Gaussian blending weights' sigma as a fraction of the patch side (MONAI's default, nnU-Net's 1/8)
+GAUSSIAN_SIGMA_SCALE = 0.125
 #: the window overlap of validation during training (prediction uses 0.5, nnU-Net's): fewer windows per case
 VALIDATION_OVERLAP = 0.25
 
@@ -49,7 +51,8 @@ def predict_probabilities(
     for flip in sets:
         fx = x.flip([2 + a for a in flip]) if flip else x
         logits = sliding_window_inference(
-            fx, roi_size=roi, sw_batch_size=batch_size, predictor=model, overlap=overlap, mode="gaussian", progress=False
+            fx, roi_size=roi, sw_batch_size=batch_size, predictor=model, overlap=overlap, mode="gaussian",
+            sigma_scale=GAUSSIAN_SIGMA_SCALE, progress=False
         )
         probs = logits.float().softmax(1)
         if flip:

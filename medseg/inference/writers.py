@@ -37,6 +37,13 @@ class ImageWriter:
             raise ConfigError(f"unknown output format '{fmt}'", hint=f"choose one of: {', '.join(OUTPUT_FORMATS)}")
         self.scheme, self.colors, self.fmt, self.overlays = scheme, [tuple(c) for c in colors], fmt, overlays
 
+    def targets(self, out_dir: Path, case: InputCase, probabilities: bool, uncertainty: bool) -> list[Path]:
+        """Every file :meth:`write` makes for ``case``."""
+        names = [f"{case.name}.png"] + [f"{case.name}_overlay.png"] * self.overlays
+        names += [f"{case.name}_probabilities.npy"] * probabilities
+        names += [f"{case.name}_entropy.png", f"{case.name}_entropy.npy"] * uncertainty
+        return [out_dir / n for n in names]
+
     def write(self, out_dir: Path, case: InputCase, image: ImageData, pred: Prediction) -> tuple[Path, str | None]:
         """Write the files of one case; returns the mask's path and the entropy map's name (or ``None``)."""
         target = out_dir / f"{case.name}.png"
@@ -63,6 +70,12 @@ class VolumeWriter:
             raise ConfigError(f"--format {fmt} applies to 2D runs; a 3D run writes label maps in the input's format",
                               hint="leave out --format")
         self.scheme = scheme
+
+    def targets(self, out_dir: Path, case: InputCase, probabilities: bool, uncertainty: bool) -> list[Path]:
+        """Every file :meth:`write` makes for ``case``."""
+        names = [f"{case.name}{case.suffix}"] + [f"{case.name}_probabilities{case.suffix}"] * probabilities
+        names += [f"{case.name}_entropy{case.suffix}"] * uncertainty
+        return [out_dir / n for n in names]
 
     def write(self, out_dir: Path, case: InputCase, image: ImageData, pred: Prediction) -> tuple[Path, str | None]:
         """Write the files of one case; returns the label map's path and the entropy map's name (or ``None``)."""

@@ -56,3 +56,27 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+#: the file a command leaves in a folder it made for itself (``medseg synth``, ``medseg demo``); such a folder may be
+#: written again by the same command
+OWNER_MARK = ".medseg_owner"
+
+
+def claim_folder(folder: str | Path, command: str) -> None:
+    """Make ``folder`` for ``command``'s outputs, or refuse: an existing folder with anything in it is accepted
+    only when ``command`` made it (its :data:`OWNER_MARK` says so), so a user's files are never mixed with, or
+    replaced by, generated ones."""
+    from medseg.errors import ConfigError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError("a file stands where the output folder should be", path=folder, hint="choose another folder")
+    mark = folder / OWNER_MARK
+    if folder.is_dir() and any(folder.iterdir()):
+        owner = mark.read_text().strip() if mark.is_file() else None
+        if owner != command:
+            raise ConfigError(f"the folder is not empty; `medseg {command}` writes only into a new or empty folder "
+                              "(or one it made before)", path=folder, hint="choose a new folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(mark, command + "\n")

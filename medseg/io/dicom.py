@@ -25,6 +25,7 @@ from medseg.errors import DataError
 from medseg.io.atomic import atomic_path
 from medseg.io.base import Geometry, ImageData
 from medseg.io.volume import _itk_message, image_data_to_sitk, sitk_to_image_data
+from medseg.io.volume_checks import MAX_COMPRESSION_RATIO, dicom_file_meta, read_information
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError("not a folder (a DICOM series is read from the folder holding its slice files)", path=folder)
+    for path in sorted(folder.iterdir()):  # GDCM scans every file: check what it would allocate for first
+        if path.is_file():
+            dicom_file_meta(path)
     try:
         uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     except RuntimeError as e:
@@ -118,6 +122,11 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
             )
         chosen = matches[0]
     check_series_files(folder, chosen, series)
+    first = sitk.ImageFileReader()  # ITK allocates the volume its first slice's header declares, then reads
+    first.SetImageIO("GDCMImageIO")
+    first.SetFileName(str(chosen.files[0]))
+    syntax = dicom_file_meta(chosen.files[0]).get(0x0010, b"").rstrip(b"\x00 ").decode("latin-1")
+    read_information(first, chosen.files[0], _BYTES_PER_FILE_BYTE.get(syntax))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in chosen.files])
     reader.MetaDataDictionaryArrayUpdateOn()  # each slice's header, kept from this one read for check_slices
@@ -148,6 +157,11 @@ SLICE_GAP_TOLERANCE = 0.1
 _SLICE_TAGS = ("0020|0032", "0020|0037", "0018|1120")
 
 
+#: Bytes of pixels one byte of a slice file can hold, by transfer syntax: uncompressed, or deflated (others: no bound).
+_BYTES_PER_FILE_BYTE = {"": 1, "1.2.840.10008.1.2": 1, "1.2.840.10008.1.2.1": 1, "1.2.840.10008.1.2.2": 1,
+                        "1.2.840.10008.1.2.1.99": MAX_COMPRESSION_RATIO}
+
+
 def _has_preamble(path: Path) -> bool:
     """Whether ``path`` starts as a DICOM file does ("DICM" after the 128-byte preamble): such a file outside the
     image series is another kind of DICOM object (a SEG, an RTSTRUCT, a report), not a corrupt slice."""
@@ -157,6 +171,15 @@ def _has_preamble(path: Path) -> bool:
             return f.read(4) == b"DICM"
     except OSError:
         return False
+
+
+def _number(text: str) -> float:
+    """A decimal string's value; 0 for an empty, unreadable or non-finite one."""
+    try:
+        value = float(text)
+    except ValueError:
+        return 0.0
+    return value if np.isfinite(value) else 0.0
 
 
 def check_series_files(folder: Path, chosen: DicomSeriesInfo, series: list[DicomSeriesInfo]) -> None:
@@ -184,6 +207,8 @@ def check_slices(folder: Path, chosen: DicomSeriesInfo, tags: list[dict[str, str
         positions = np.array([[float(v) for v in t["0020|0032"].split("\\")] for t in tags])
     except ValueError:
         return
+    if positions.ndim != 2 or positions.shape[1] != 3 or not np.isfinite(positions).all():
+        return  # positions that are not points in 3D: nothing to compare (ITK has placed the slices by their order)
     if any(c.shape != (6,) or np.abs(c - cosines[0]).max() > 1e-4 for c in cosines):
         raise DataError(f"the slices of series {chosen.uid} are not all in one orientation", path=folder,
                         hint="a series must be one stack of parallel slices; split it, or re-export it")
@@ -202,7 +227,7 @@ def check_slices(folder: Path, chosen: DicomSeriesInfo, tags: list[dict[str, str
                         f"{median:.3g} mm apart: a slice is missing, or the series is not evenly spaced", path=folder,
                         hint="re-export the complete series")
     tilt = [t.get("0018|1120", "") for t in tags]
-    if any(v and abs(float(v)) > 1e-3 for v in tilt if v.replace(".", "", 1).lstrip("-").isdigit()):
+    if any(abs(_number(v)) > 1e-3 for v in tilt):
         logger.warning("%s: series %s was acquired with a gantry tilt of %s degrees; its slices are read as "
                        "positioned in the headers", folder, chosen.uid, tilt[0] or "non-zero")
 

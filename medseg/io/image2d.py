@@ -13,6 +13,7 @@ The original mode is kept in ``ImageData.meta["mode"]``.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,11 @@ from PIL import Image, UnidentifiedImageError
 from medseg.errors import DataError
 from medseg.io.atomic import atomic_path
 from medseg.io.base import Geometry, ImageData, ReaderWriter, register
+
+
+# What Pillow's decoders raise on corrupt content (a TIFF entry of the wrong type can surface as a TypeError,
+# a short header field as struct.error, a bad palette or table index as IndexError/KeyError).
+_CORRUPT = (OSError, SyntaxError, ValueError, TypeError, LookupError, ArithmeticError, struct.error)
 
 
 def _to_array(img: Image.Image) -> np.ndarray:
@@ -53,13 +59,16 @@ class PillowReaderWriter(ReaderWriter):
                 mode = img.mode
                 arr = _to_array(img)
                 dpi = img.info.get("dpi")
+        except Image.DecompressionBombError as e:  # a size field far beyond any real image: do not allocate it
+            raise DataError(f"image header declares too many pixels to read: {e}", path=path,
+                            hint="the header is probably corrupt; re-export the file") from None
         except UnidentifiedImageError:
             raise DataError(
                 "not a readable image (unknown or corrupt content)",
                 path=path,
                 hint="re-export the file, or remove it from the folder",
             ) from None
-        except (OSError, SyntaxError, ValueError) as e:
+        except _CORRUPT as e:
             raise DataError(
                 f"cannot read image: {e}",
                 path=path,

@@ -19,25 +19,18 @@ cosines) and 1e-6 relative (spacing/origin); voxel values are always exact.
 
 Integrity
 ---------
-ITK reads a truncated ``.nii``/``.nii.gz`` without complaint (missing voxels are
-silently filled), and its NIfTI reader replaces NaN/inf voxels by 0. Before a
-NIfTI file is read its header is parsed and the file is checked to hold all the
-voxels the header promises (integer types: through the gzip trailer; float
-types: by reading the voxel data, whose NaN/inf are then put back, so that
-:func:`check_finite` sees them).
+Before ITK reads the voxels, :mod:`medseg.io.volume_checks` refuses a header
+declaring more voxels than the file can hold (ITK would allocate them first), a
+truncated or corrupt NIfTI or compressed MetaImage file (ITK fills the missing
+voxels silently), and puts back the NaN/inf voxels ITK's NIfTI reader replaces
+by 0, so that :func:`check_finite` sees them.
 """
 
 from __future__ import annotations
 
-import gzip
-import logging
-import math
 import os
-import re
 import shutil
-import struct
 import tempfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -46,25 +39,13 @@ import SimpleITK as sitk
 from medseg.errors import DataError
 from medseg.io.atomic import atomic_path
 from medseg.io.base import Geometry, ImageData, ReaderWriter, file_suffix, reader_for, register
-
-logger = logging.getLogger(__name__)
+from medseg.io.volume_checks import inspect_nifti, read_information, restore_nonfinite
+from medseg.io.volume_checks import itk_message as _itk_message
 
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 
 # numpy dtypes SimpleITK can hold directly; others are converted on write.
 _WRITE_CAST = {np.dtype(bool): np.uint8, np.dtype(np.float16): np.float32}
-
-
-def _itk_message(err: Exception) -> str:
-    """The useful part of an ITK exception (drops the C++ source-location lines)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    keep = [
-        ln for ln in lines if not ln.startswith("Exception thrown") and not re.search(r"\.(cxx|hxx|txx|h):\d+:$", ln)
-    ]
-    text = " ".join(keep or lines)
-    for prefix in ("sitk::ERROR:", "ITK ERROR:"):
-        text = text.replace(prefix, "")
-    return re.sub(r"\s+", " ", text).strip()[:400]
 
 
 # --------------------------------------------------------------------------- conversion
@@ -120,135 +101,6 @@ def image_data_to_sitk(array: np.ndarray, geometry: Geometry | None = None, *, p
     return img
 
 
-# --------------------------------------------------------------------------- NIfTI integrity
-
-_TRUNCATED_HINT = "the file is truncated or corrupt (an interrupted copy or download?); re-export or re-download it"
-_NIFTI_FLOAT = {16: "f4", 64: "f8"}  # NIfTI datatype codes of real float voxels
-
-
-def _nifti_header(header: bytes, path: Path) -> dict:
-    """The fields of a NIfTI-1/2 header needed to locate the voxel data."""
-    if len(header) < 348:
-        raise DataError(f"NIfTI header is incomplete ({len(header)} bytes)", path=path, hint=_TRUNCATED_HINT)
-    for endian in "<>":
-        size = struct.unpack(endian + "i", header[:4])[0]
-        if size == 348:  # NIfTI-1
-            dims = struct.unpack(endian + "8h", header[40:56])
-            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
-            vox_offset = max(int(struct.unpack(endian + "f", header[108:112])[0]), 352)
-            pixdim = struct.unpack(endian + "8f", header[76:108])
-            break
-        if size == 540:  # NIfTI-2
-            if len(header) < 540:
-                raise DataError("NIfTI-2 header is incomplete", path=path, hint=_TRUNCATED_HINT)
-            datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
-            dims = struct.unpack(endian + "8q", header[16:80])
-            vox_offset = max(struct.unpack(endian + "q", header[168:176])[0], 544)
-            pixdim = struct.unpack(endian + "8d", header[104:168])
-            break
-    else:
-        raise DataError("not a NIfTI file (bad header size field)", path=path, hint="check the file's format and ending")
-    n = int(dims[0])
-    if not 1 <= n <= 7:
-        raise DataError(f"invalid NIfTI header (dim[0] = {n})", path=path)
-    count = 1
-    for d in dims[1 : n + 1]:
-        count *= max(int(d), 1)
-    nbytes = count * max(int(bitpix), 8) // 8
-    return {
-        "endian": endian,
-        "datatype": int(datatype),
-        "count": count,
-        "vox_offset": vox_offset,
-        "need": vox_offset + nbytes,
-        "spacing": tuple(float(v) for v in pixdim[1 : min(n, 3) + 1]),
-    }
-
-
-def _read_nifti_raw(path: Path, gz: bool) -> bytes:
-    """The whole (decompressed) file; :class:`DataError` when the gzip stream is broken."""
-    try:
-        if gz:
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise DataError(f"compressed data is incomplete or corrupt ({e})", path=path, hint=_TRUNCATED_HINT) from None
-
-
-def _check_size(have: int, hdr: dict, path: Path) -> None:
-    if have < hdr["need"]:
-        raise DataError(
-            f"file is truncated: it holds {have} bytes, its header needs {hdr['need']}", path=path, hint=_TRUNCATED_HINT
-        )
-
-
-def inspect_nifti(path: str | Path) -> np.ndarray | None:
-    """Check that a ``.nii``/``.nii.gz`` holds all voxels its header promises.
-
-    Raises :class:`DataError` for a truncated or corrupt file. For float voxel
-    types the voxel data is returned (flat, file order) so that the caller can
-    restore NaN/inf, which ITK's NIfTI reader silently replaces by 0; otherwise
-    ``None``. Integer ``.nii.gz`` files are checked through the gzip trailer
-    (uncompressed size), decompressing fully only when it disagrees.
-    """
-    path = Path(path)
-    gz = file_suffix(path) == ".nii.gz"
-    try:
-        if gz:
-            try:
-                with gzip.open(path, "rb") as f:
-                    head = f.read(544)
-            except (OSError, EOFError, zlib.error) as e:
-                raise DataError(f"not a readable gzip file: {e}", path=path, hint=_TRUNCATED_HINT) from None
-        else:
-            with open(path, "rb") as f:
-                head = f.read(544)
-        hdr = _nifti_header(head, path)
-        bad = [i for i, v in enumerate(hdr["spacing"]) if not (math.isfinite(v) and v > 0)]
-        if bad:
-            logger.warning("%s: the header's voxel spacing (pixdim) is %s along axis %s, not a positive length; it is "
-                        "read as 1 mm, so sizes and distances in mm are not physical. Fix the header if you can",
-                        path, ", ".join(f"{hdr['spacing'][i]:g}" for i in bad), ", ".join(str(i) for i in bad))
-        dtype = _NIFTI_FLOAT.get(hdr["datatype"])
-        if dtype is not None:
-            raw = _read_nifti_raw(path, gz)
-            _check_size(len(raw), hdr, path)
-            return np.frombuffer(raw, dtype=hdr["endian"] + dtype, count=hdr["count"], offset=hdr["vox_offset"])
-        if not gz:
-            _check_size(path.stat().st_size, hdr, path)
-            return None
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() >= 4:
-                f.seek(-4, os.SEEK_END)
-                if struct.unpack("<I", f.read(4))[0] == hdr["need"] % (1 << 32):
-                    return None  # the trailer agrees with the header: complete
-        # Truncated, or multi-member / trailing data: decompress to be sure.
-        total = 0
-        try:
-            with gzip.open(path, "rb") as f:
-                while chunk := f.read(1 << 22):
-                    total += len(chunk)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-            raise DataError(f"compressed data is incomplete or corrupt ({e})", path=path, hint=_TRUNCATED_HINT) from None
-        _check_size(total, hdr, path)
-        return None
-    except OSError as e:
-        raise DataError(f"cannot read file: {e}", path=path) from None
-
-
-def _restore_nonfinite(arr: np.ndarray, raw: np.ndarray) -> None:
-    """Put the file's NaN/inf back where ITK wrote 0 (scalar images only)."""
-    if arr.shape[0] != 1 or raw.size != arr[0].size or arr.dtype.kind != "f":
-        return
-    bad = ~np.isfinite(raw)
-    if not bad.any():
-        return
-    mask = bad.reshape(arr.shape[1:], order="F")  # NIfTI voxel order: x fastest = our (x, y, z) axes
-    arr[0][mask] = raw.reshape(arr.shape[1:], order="F")[mask]
-
-
 # --------------------------------------------------------------------------- reader/writer
 
 
@@ -263,6 +115,7 @@ class SimpleITKReaderWriter(ReaderWriter):
         raw = inspect_nifti(path) if suffix in (".nii", ".nii.gz") else None
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
+        read_information(reader, path)
         try:
             img = reader.Execute()
         except RuntimeError as e:
@@ -273,7 +126,7 @@ class SimpleITKReaderWriter(ReaderWriter):
             ) from None
         image = sitk_to_image_data(img, path, meta={"format": suffix})
         if raw is not None:
-            _restore_nonfinite(image.array, raw)
+            restore_nonfinite(image.array, raw)
         return image
 
     def write(self, path: Path, array: np.ndarray, geometry: Geometry | None = None) -> None:

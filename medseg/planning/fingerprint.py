@@ -238,7 +238,7 @@ def compute_fingerprint(
     things are; ``max_cases`` reads an evenly spaced subset; ``progress(done, total)`` is
     called as cases finish; ``workers`` processes read the cases (default: :func:`default_workers`).
     """
-    from medseg.data.layouts import is_volume_dataset
+    from medseg.data.dataset_kind import is_volume_dataset
 
     t0 = time.perf_counter()
     data = Path(data)

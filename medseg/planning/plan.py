@@ -377,6 +377,13 @@ def load_plan(path: str | Path) -> Plan:
         raise ConfigError("plan file not found", path=path, hint="make one with `medseg plan DATA --out plan.json`") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read the plan: {e}", path=path) from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"the plan is not valid JSON: {e}", path=path, hint="fix the syntax (a trailing comma?)") from None
-    return validate_plan(raw, path)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError; also a number of 5000 digits, or deep nesting
+        raise ConfigError(f"the plan is not valid JSON: {str(e)[:200]}", path=path,
+                          hint="fix the syntax (a trailing comma?)") from None
+    try:
+        return validate_plan(raw, path)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, LookupError, ArithmeticError, AttributeError) as e:  # a value no check expected
+        raise ConfigError(f"the plan holds a value medseg cannot use ({type(e).__name__}: {str(e)[:200]})", path=path,
+                          hint="compare it with a plan made by `medseg plan`, or make a new one") from None

@@ -80,12 +80,14 @@ def read_run_info(run_dir: str | Path, require_model: bool = True) -> dict[str, 
         info = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise RunFolderError(f"corrupt {RUN_FILE}: {e}", path=path) from None
+    if not isinstance(info, dict):
+        raise RunFolderError(f"corrupt {RUN_FILE}: not a JSON object", path=path)
     version = info.get("format_version")
     if version != FORMAT_VERSION:
         raise RunFolderError(
             f"run folder format {version} (written by medseg {info.get('medseg_version', '?')}) "
             f"cannot be read by medseg {medseg.__version__}, which reads format {FORMAT_VERSION}",
-            path=run_dir,
+            path=path,
             hint=f"install medseg {info.get('medseg_version', 'of that version')} to use it, or retrain with this version",
         )
     if require_model and not (run_dir / "model.safetensors").is_file():

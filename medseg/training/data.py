@@ -25,6 +25,7 @@ from medseg.data.preprocess import Preprocessing
 from medseg.data.preprocess2d import Preprocess2D
 from medseg.data.preprocess3d import Preprocess3D
 from medseg.data.split import case_aliases, complete_split, read_split_file, split_cases
+from medseg.data.volume_case import check_label_grid, load_case
 from medseg.errors import ConfigError, DataError
 from medseg.runfolder.split import SplitEntry
 from medseg.runtime import distributed
@@ -106,7 +107,13 @@ def prepare_3d(setup: TrainSetup, out: Path) -> Prepared:
     else:
         split = split_cases(keys, [None] * len(keys), fractions=setup.split, seed=setup.split_seed)
     _check_split(split)
+    for case in cases:  # every split, the test cases included: a bad one fails now, not after training
+        check_label_grid(case)
     by_key = {c.key: c for c in cases}
+    declared = ds["labels"]
+    values = tuple(sorted(declared)) if declared else None
+    for key in split["test"]:  # read once now (as in 2D): a corrupt test case fails before training, not after
+        load_case(by_key[key], labels=values)
     train_cases, val_cases = [by_key[k] for k in split["train"]], [by_key[k] for k in split["val"]]
     cache = PreprocessedCache(Path(setup.cache_dir) if setup.cache_dir else out / "preprocessed")
     pre = setup.preprocess
@@ -114,8 +121,6 @@ def prepare_3d(setup: TrainSetup, out: Path) -> Prepared:
         spacing = setup.target_spacing or median_spacing(train_cases)
         stats = foreground_stats(train_cases, cache.folder, setup.train.seed) if setup.normalization == "ct" else None
         pre = Preprocess3D(spacing, setup.normalization, stats, setup.crop_to_nonzero)
-    declared = ds["labels"]
-    values = tuple(sorted(declared)) if declared else None
     log.info("preprocessing %d case(s) to spacing %s (%s normalization) into %s",
              len(train_cases) + len(val_cases), pre.target_spacing, pre.normalization, cache.folder)
     with distributed.main_first():  # DDP: rank 0 fills the cache, the others then read it
@@ -139,5 +144,11 @@ def _relative_to_run(folder: Path, run_dir: Path) -> str:
 
 
 def prepare(setup: TrainSetup, out: Path) -> Prepared:
-    """The data of ``setup``, read as its kind is read (see the module docs)."""
-    return (prepare_2d if setup.dims == 2 else prepare_3d)(setup, out)
+    """The data of ``setup``, read as its kind is read (see the module docs); training masks that are all
+    background are refused (there would be nothing to learn)."""
+    prepared = (prepare_2d if setup.dims == 2 else prepare_3d)(setup, out)
+    if not any(np.any(label > 0) for label in prepared.train_labels):
+        raise DataError(f"none of the {len(prepared.train_labels)} training masks holds a single foreground "
+                        "pixel: there is nothing to learn", path=setup.data,
+                        hint="check that the masks are the right files (and not empty exports)")
+    return prepared

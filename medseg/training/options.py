@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.data.dataset2d import DataOptions2D
-from medseg.data.layouts import is_volume_dataset
+from medseg.data.dataset_kind import is_volume_dataset
 from medseg.data.preprocess2d import Preprocess2D
 from medseg.data.split import parse_fractions
 from medseg.errors import ConfigError
@@ -52,6 +52,8 @@ class SetupOptions:
     num_classes: int | None = opt(None, "2D: expected number of classes incl. background.")
     allow_new_labels: bool = opt(False, "2D: accept mask values found in only a few masks (or not in labels.json) as classes; "
                                  "they are refused as stray values otherwise.", "--allow-new-labels")
+    channels: int | None = opt(None, "2D: convert every image to 1 (grey) or 3 (colour) channels; default: the count all "
+                               "images share (mixed grey and colour images are refused).", "--channels", min=1, max=4)
     # 3D volumes
     target_spacing: str | None = opt(None, "3D: network grid spacing in mm, e.g. 1 or 0.8x0.8x2.5 (default: median of the training cases).")
     crop_nonzero: bool = opt(True, "3D: crop each volume to its non-zero box first.")
@@ -88,7 +90,7 @@ class SetupOptions:
 
 #: options that apply to one kind of data only
 ONLY_2D = ("size", "scale", "long_side", "median", "images", "masks", "fov", "pair_pattern", "group_pattern", "groups_csv",
-           "label_colors", "num_classes", "allow_new_labels")
+           "label_colors", "num_classes", "allow_new_labels", "channels")
 ONLY_3D = ("target_spacing", "crop_nonzero", "cache_dir")
 
 
@@ -126,7 +128,7 @@ def build_setup(data: str | Path, out: str | Path, o: SetupOptions, given: set[s
     return TrainSetup(
         data=str(data), out=str(out), dims=dims,
         data_options=DataOptions2D(o.images, o.masks, o.fov, o.pair_pattern, o.group_pattern, o.groups_csv, o.label_colors,
-                                   o.num_classes, o.allow_new_labels),
+                                   o.num_classes, o.allow_new_labels, o.channels),
         preprocess=(Preprocess2D(size=parse_size(o.size), median=o.median, normalize=o.normalize, scale=o.scale,
                                  long_side=o.long_side) if dims == 2 else None),
         target_spacing=parse_spacing(o.target_spacing), normalization=o.normalize, crop_to_nonzero=o.crop_nonzero,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.data.dataset2d import DataOptions2D
-from medseg.data.layouts import is_volume_dataset
+from medseg.data.dataset_kind import is_volume_dataset
 from medseg.data.preprocess import Preprocessing, preprocess_from_json
 from medseg.errors import ConfigError
 from medseg.models.registry import model_arguments

@@ -128,6 +128,22 @@ class BaseModelTest:
                 f"{key} {field} drifted; if intended, rerun python tests/models/make_golden.py"
             )
 
+    @dims_param
+    def test_onnx_export_matches_torch(self, spatial_dims, tmp_path):
+        """The exported network (odd sizes, dynamic batch) gives PyTorch float32's probabilities to within 1e-4."""
+        from medseg.inference.bundle import export_network, onnx_session
+
+        torch.manual_seed(0)
+        model = self.build(spatial_dims, num_classes=3).eval()
+        x = self.input(spatial_dims, batch=2)
+        export_network(model, x, tmp_path / "net.onnx", self.name)
+        session = onnx_session(tmp_path / "net.onnx", threads=1)
+        for batch in (x, x[:1]):
+            got = torch.from_numpy(session.run(["logits"], {"image": batch.numpy()})[0]).softmax(1)
+            with torch.no_grad():
+                want = model(batch).softmax(1)
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
     def test_unknown_argument_lists_valid_ones(self):
         with pytest.raises(ConfigError) as err:
             create_model(self.name, 2, not_an_argument=1)
