@@ -51,3 +51,16 @@ def run_cli(*args, code: int = 0) -> None:
         assert (e.code or 0) == code, f"medseg {' '.join(map(str, args))} exited with {e.code}"
     else:
         assert code == 0, f"medseg {' '.join(map(str, args))} exited with 0, expected {code}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how many examples hypothesis ran per reader (tests/test_fuzz_readers.py), so CI's log shows it."""
+    import sys
+
+    ran = {}
+    for name, module in list(sys.modules.items()):
+        if name.endswith("test_fuzz_readers"):
+            ran.update({k: v for k, v in getattr(module, "RAN", {}).items() if v})
+    if ran:
+        terminalreporter.write_line("hypothesis examples per reader: " + ", ".join(f"{k} {v}" for k, v in ran.items())
+                                    + f" ({sum(ran.values())} in all)")

@@ -33,8 +33,14 @@ def predict(
                              "validation did; --no-amp: float32 throughout."),
 ) -> None:
     """Predict a mask per image, at the image's original size (3D: exactly on the input's grid)."""
+    from medseg.inference.bundle import is_bundle
+
     tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
     predictor, handle = _predictor(run, backend, tta, device, calibration, amp)
+    engine = "onnxruntime, float32" if handle is not None or is_bundle(run) else \
+        f"torch, {str(predictor.amp_dtype).removeprefix('torch.') if predictor.amp_dtype else 'float32'}"
+    console.print(f"backend: {engine} on {predictor.device}" + (" (--backend auto)" if backend == "auto" else ""),
+                  highlight=False, markup=False)
     try:
         written, failed = predictor.predict_files(inputs, out, fmt=format, overlays=overlay, save_probabilities=save_probabilities,
                                                   uncertainty=uncertainty, force=force, overwrite=overwrite)

@@ -332,3 +332,14 @@ def demo_into_a_folder_of_the_users(tmp: Path, runs: Runs) -> list:
     (tmp / "demo_here").mkdir()
     (tmp / "demo_here" / "thesis.tex").write_text("years of work")
     return ["demo", "--out", tmp / "demo_here"]
+
+
+@case(names="/sys/medseg_predictions")
+def predict_into_a_folder_that_cannot_be_made(tmp: Path, runs: Runs) -> list:
+    """Defect 6: an output folder that cannot be written (/sys refuses even root)."""
+    return ["predict", runs.run2d, _scans(tmp, runs), "--out", "/sys/medseg_predictions"]
+
+
+@case(names="/sys/medseg_plan.json")
+def plan_into_a_folder_that_cannot_be_written(tmp: Path, runs: Runs) -> list:
+    return ["plan", runs.data2d, "--out", "/sys/medseg_plan.json"]
