@@ -401,3 +401,14 @@ def test_groups_csv_missing_image(tmp_path):
     csv.write_text("name,patient\ns1.png,P1\n")
     with pytest.raises(DataError, match="file"):
         discover_cases(tmp_path, groups_csv=csv)
+
+
+def test_a_colour_copy_of_the_masks_is_not_a_field_of_view(tmp_path):
+    """masks_color/ beside masks/ (the phantom's layout) was taken for the FOV folder, so evaluation and training
+    were restricted to the coloured region; only a folder named exactly mask(s) is a FOV beside other labels."""
+    from medseg.data.discovery import find_layout
+    from medseg.data.phantom import make_phantom_dataset
+
+    data = make_phantom_dataset(tmp_path / "d", n_patients=1, slices_per_patient=1, size=32)
+    layout = find_layout(data)
+    assert layout.masks == data / "masks" and layout.fov is None

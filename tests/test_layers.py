@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "medseg"
 
 #: lowest first; a module may import its own layer and those below it
 LAYERS = (
-    ("errors", "units", "__init__"),
+    ("errors", "units", "logs", "__init__"),
     ("io", "runtime"),
     ("data",),
     ("models",),

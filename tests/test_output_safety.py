@@ -210,3 +210,35 @@ def test_synth_and_demo_write_again_only_into_their_own_folder(tmp_path, capsys)
     run_cli("demo", "--out", tmp_path / "d", code=2)  # synth's folder is not the demo's
     assert "not empty" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["a.png"]
+
+
+def test_training_off_a_terminal_writes_one_line_per_epoch_and_says_each_thing_once(run2d, tmp_path, capsys):
+    data, _ = run2d
+    run_cli("train", data, "--out", tmp_path / "run", "--epochs", "3", "--iterations", "1", "--batch-size", "2",
+            "--features", "4", "--depth", "2", "--threads", "1")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split(",")[0] for line in lines] == ["epoch 0", "epoch 1", "epoch 2"]
+    assert all("loss" in line and "val dice" in line for line in lines)
+    flat = " ".join(err.split())
+    for said in ("found 6 cases", "report:", "plan (made from the data"):
+        assert flat.count(said) == 1, f"{said!r} said {flat.count(said)} times"
+
+
+def test_version(capsys):
+    import medseg
+
+    run_cli("--version")
+    assert capsys.readouterr().out.strip().startswith(f"medseg {medseg.__version__}")
+
+
+def test_the_run_records_what_it_ran_with(run2d):
+    import json
+
+    import torch
+
+    _, run = run2d
+    env = json.loads((run / "medseg_run.json").read_text())["environment"]
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["precision"] in ("bfloat16", "float32")
+    assert env["threads"] >= 1 and env["python"].count(".") == 2
+    assert "Python" in (run / "report.html").read_text()

@@ -79,13 +79,16 @@ def evaluate(
     tolerance: float = typer.Option(1.0, help="Normalised surface Dice tolerance, in mm (pixels for 2D image files)."),
 ) -> None:
     """Per-case and per-class Dice, IoU, precision, sensitivity, volume difference, HD95 and surface Dice, with 95% CIs (CSV + JSON)."""
+    from medseg.cli.progress import case_progress
+
     if len(paths) == 1:
         from medseg.evaluation.evaluate_run import evaluate_run
 
         if labels:
             raise ConfigError("--labels applies to `medseg evaluate PRED_DIR GT_DIR`; a run knows its labels")
         run = paths[0]
-        summary = evaluate_run(run, data, fov=fov, out=out, mirror=tta, tolerance=tolerance)
+        with case_progress(console, "evaluating") as on_case:
+            summary = evaluate_run(run, data, fov=fov, out=out, mirror=tta, tolerance=tolerance, on_case=on_case)
         files = "per_case.csv" if _is_3d(summary) else "per_image.csv, overlays/"
         where = out or run / "evaluation"
     elif len(paths) == 2:
@@ -94,7 +97,9 @@ def evaluate(
         if data is not None or tta:
             raise ConfigError("--data and --tta apply to `medseg evaluate RUN`",
                               hint="PRED_DIR GT_DIR compares finished predictions with the truth")
-        summary = evaluate_dirs(paths[0], paths[1], labels=labels, tolerance=tolerance, out=out, fov_dir=fov)
+        with case_progress(console, "evaluating") as on_case:
+            summary = evaluate_dirs(paths[0], paths[1], labels=labels, tolerance=tolerance, out=out, fov_dir=fov,
+                                    on_case=on_case)
         files = "per_case.csv"
         where = out or paths[0] / "evaluation"
     else:

@@ -29,8 +29,19 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _version(value: bool) -> None:
+    if value:
+        import platform
+
+        import medseg
+
+        typer.echo(f"medseg {medseg.__version__} (Python {platform.python_version()})")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Show warnings and errors only."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
@@ -69,6 +80,9 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
+    from medseg.logs import forget
+
+    forget()  # messages are said once per command
     try:
         app(args=argv)
     except MedsegError as e:

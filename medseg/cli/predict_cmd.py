@@ -33,6 +33,7 @@ def predict(
                              "validation did; --no-amp: float32 throughout."),
 ) -> None:
     """Predict a mask per image, at the image's original size (3D: exactly on the input's grid)."""
+    from medseg.cli.progress import case_progress
     from medseg.inference.bundle import is_bundle
 
     tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
@@ -42,8 +43,10 @@ def predict(
     console.print(f"backend: {engine} on {predictor.device}" + (" (--backend auto)" if backend == "auto" else ""),
                   highlight=False, markup=False)
     try:
-        written, failed = predictor.predict_files(inputs, out, fmt=format, overlays=overlay, save_probabilities=save_probabilities,
-                                                  uncertainty=uncertainty, force=force, overwrite=overwrite)
+        with case_progress(console, "predicting") as on_case:
+            written, failed = predictor.predict_files(inputs, out, fmt=format, overlays=overlay,
+                                                      save_probabilities=save_probabilities, uncertainty=uncertainty,
+                                                      force=force, overwrite=overwrite, on_case=on_case)
     finally:
         if handle is not None:
             handle.cleanup()

@@ -116,4 +116,8 @@ def _apply_plan(setup, plan_file: Optional[Path], given: set[str]) -> None:
     console.print(f"plan ({'from ' + str(plan_file) if plan_file else 'made from the data'}, saved as {setup.out}/plan.json): "
                   f"{p['configuration']['value']}, patch {'x'.join(map(str, setup.train.patch_size))}, "
                   f"batch {setup.train.batch_size}, {setup.model} depth {setup.model_kwargs.get('depth', '-')}"
-                  + (f"; overridden: {', '.join(overrides)}" if overrides else ""), highlight=False, markup=False)
+                  + (f"; overridden: {_overrides(overrides)}" if overrides else ""), highlight=False, markup=False)
+
+
+def _overrides(overrides: dict) -> str:
+    return ", ".join(f"{key} = {entry['used']}" for key, entry in overrides.items())

@@ -33,6 +33,7 @@ from pathlib import Path
 from medseg.data.files import IMAGE_SUFFIXES, brief_listing, has_images, list_image_files, names_of, visible
 from medseg.data.grouping import Grouping, assign_groups
 from medseg.data.naming import file_role, pairing_key, pattern_key_fn, prefix_pairs, tokens
+from medseg.logs import info_once
 from medseg.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,9 @@ def find_layout(root: str | Path, images: str | Path | None = None, masks: str |
         if p.is_dir() and not p.name.startswith("."):
             subdirs.setdefault(p.name.lower(), p)
 
-    def first(names, exclude=()) -> Path | None:
+    def first(names, exclude=(), exact_only=False) -> Path | None:
         exact = next((subdirs[n] for n in names if n in subdirs and subdirs[n] not in exclude), None)
-        if exact is not None:
+        if exact is not None or exact_only:
             return exact
         # a name with a role word among others (Tissue_Images/, Binary_masks/), when only one folder has it
         words = {n for n in names if len(n) > 2}
@@ -159,7 +160,7 @@ def find_layout(root: str | Path, images: str | Path | None = None, masks: str |
         taken = tuple(p for p in (images_dir, masks_dir) if p is not None)
         fov_dir = first(FOV_DIR_NAMES, exclude=taken)
         if fov_dir is None and masks_dir is not None:
-            fov_dir = first(("mask", "masks"), exclude=taken)
+            fov_dir = first(("mask", "masks"), exclude=taken, exact_only=True)  # not masks_color/ beside masks/
     return Layout2D(root=root, images=images_dir, masks=masks_dir, fov=fov_dir)
 
 
@@ -369,7 +370,7 @@ def discover(root: str | Path, *, images: str | Path | None = None, masks: str |
                              group_pattern, groups_csv)
     out = [Case2D(key=k, image=p, masks=ms, fov=f, group=grouping.groups[k], subset=folder_subset(folder))
            for k, (_, p, ms, f, folder) in zip(keys, cases)]
-    log.info("found %d cases in %s (%d with masks, %d with FOV%s)", len(out), root, sum(1 for c in out if c.masks),
+    info_once(log, "found %d cases in %s (%d with masks, %d with FOV%s)", len(out), root, sum(1 for c in out if c.masks),
              sum(1 for c in out if c.fov), f", in {len(layouts)} folders" if len(layouts) > 1 else "")
     return Discovery(root, out, layouts, grouping, counts, examples)
 

@@ -20,6 +20,8 @@ there are many groups. Folders ``benign/``, ``malignant/``, ``normal/`` are clas
 
 from __future__ import annotations
 
+from functools import partial
+
 import csv
 import logging
 import re
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.data.naming import SPLIT_WORDS, pattern_key_fn, tokens
+from medseg.logs import info_once
 from medseg.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -179,7 +182,7 @@ def assign_groups(
 
 def _found(grouping: Grouping) -> Grouping:
     s = grouping.summary()
-    (log.info if s["groups"] < s["cases"] else log.debug)(
+    (partial(info_once, log) if s["groups"] < s["cases"] else log.debug)(
         "grouping slices by %s: %d images in %d groups (e.g. %s -> %s)",
         grouping.method, s["cases"], s["groups"], s["example"]["case"], s["example"]["group"])
     return grouping

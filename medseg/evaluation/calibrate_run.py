@@ -80,7 +80,7 @@ def calibrate_run(
     max_voxels: int = 100_000,
     seed: int = 0,
     device: str = "auto",
-    on_case: Callable[[str], None] | None = None,
+    on_case: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Fit the temperature on the validation split; write ``calibration.json`` and the diagram; return the record."""
     run_dir = Path(run_dir)
@@ -94,7 +94,7 @@ def calibrate_run(
         labels.append(y)
         keys.append(case.key)
         if on_case:
-            on_case(case.key)
+            on_case(case.key, len(keys), 0)  # the number of cases is not known ahead
     all_logits, all_labels = np.concatenate(logits), np.concatenate(labels)
     temperature = fit_temperature(all_logits, all_labels)
     record, before, after = calibration_record(all_logits, all_labels, temperature, bins, predictor.scheme.names)

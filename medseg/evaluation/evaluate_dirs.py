@@ -146,7 +146,7 @@ def evaluate_dirs(
     tolerance: float = DEFAULT_TOLERANCE,
     out: str | Path | None = None,
     fov_dir: str | Path | None = None,
-    on_case: Callable[[str], None] | None = None,
+    on_case: Callable[[str, int, int], None] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict:
     """Evaluate the predictions in ``pred_dir`` against ``gt_dir`` (see the module docs); returns the summary."""
@@ -172,7 +172,7 @@ def evaluate_dirs(
 
     results: list[tuple[str, Path, Path, LabelMap, list[dict], set[int]]] = []
     gt_values: set[int] = set()
-    for key, pred_path, gt_path in pairs:
+    for done, (key, pred_path, gt_path) in enumerate(pairs, 1):
         pred, gt = read_pair(pred_path, gt_path, scheme)
         check_grids(pred, gt, pred_path, gt_path)
         mask = read_fov(fovs[key], gt.array.shape) if key in fovs else None
@@ -184,7 +184,7 @@ def evaluate_dirs(
         rows = case_metrics(pred.array, gt.array, score, gt.spacing, tolerance, mask) if score else []
         results.append((key, pred_path, gt_path, gt, rows, p_vals))
         if on_case:
-            on_case(key)
+            on_case(key, done, len(pairs))
 
     if known is None:
         if not gt_values:

@@ -63,7 +63,7 @@ def evaluate_run(
     mirror: bool = False,
     overlays: int = 3,
     tolerance: float = DEFAULT_TOLERANCE,
-    on_case: Callable[[str], None] | None = None,
+    on_case: Callable[[str, int, int], None] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict:
     """Evaluate and write the files of the module docs; returns the summary dict.
@@ -90,7 +90,7 @@ def evaluate_run(
     pooled = np.zeros((k, k), dtype=np.int64)
     kept: list[tuple[float, str, np.ndarray, np.ndarray]] = []
     listing: dict[str, dict] = {}
-    for entry in entries:
+    for done, entry in enumerate(entries, 1):
         case = read_case(entry, scheme, dims, predictor.num_channels)
         prediction = predictor.predict(case.image, probabilities=True)
         pred = prediction.labels
@@ -113,7 +113,7 @@ def evaluate_run(
             kept.append((row["mean_dice"], case.key, case.image.array, pred))
         log.debug("%s: mean Dice %.4f", case.key, row["mean_dice"])
         if on_case:
-            on_case(case.key)
+            on_case(case.key, done, len(entries))
 
     write_rows_csv(out_dir / PER_CASE_CSV[dims], rows)
     pooled_scores = scores_from_confusion(pooled)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -129,14 +130,16 @@ class Predictor:
 
     def predict_files(self, inputs: list[str | Path], out_dir: str | Path, *, fmt: str = "native", overlays: bool = True,
                       save_probabilities: bool = False, uncertainty: bool = False,
-                      force: bool = False, overwrite: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
+                      force: bool = False, overwrite: bool = False,
+                      on_case: Callable[[str, int, int], None] | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
         """Predict every case in ``inputs`` (:func:`~medseg.inference.inputs.collect_inputs`) into ``out_dir``, in
         the input's kind of file (:mod:`medseg.inference.writers`; ``fmt``/``overlays`` for 2D images;
         ``save_probabilities`` adds the class probabilities); ``uncertainty`` adds entropy maps and ``uncertainty.csv`` (one row
         per case). An ``out_dir`` among the inputs is refused (:func:`~medseg.inference.inputs.check_output_folder`;
         ``force`` allows one inside an input folder). Before anything is written, two inputs whose outputs share a
         name are refused, and so are existing files an output would replace unless ``overwrite``
-        (:func:`~medseg.inference.inputs.check_output_files`). A case that fails is logged and skipped; returns (written files, [(input, reason)] failures)."""
+        (:func:`~medseg.inference.inputs.check_output_files`). A case that fails is logged and skipped; ``on_case(name,
+        done, total)`` follows each case. Returns (written files, [(input, reason)] failures)."""
         out_dir = Path(out_dir)
         writer = ImageWriter(self.scheme, self.colors, fmt, overlays) if self.dims == 2 else VolumeWriter(self.scheme, fmt)
         cases = collect_inputs(inputs, self.dims)
@@ -163,6 +166,8 @@ class Predictor:
             except (OSError, RuntimeError, ValueError, MemoryError) as e:  # one bad case must not stop a batch
                 log.error("%s: prediction failed: %s: %s", where, type(e).__name__, e, exc_info=log.isEnabledFor(logging.DEBUG))
                 failed.append((where, f"{type(e).__name__}: {e}"))
+            if on_case:
+                on_case(case.name, i + 1, len(cases))
         if uncertainty and rows:
             write_uncertainty_csv(out_dir / UNCERTAINTY_CSV, rows)
         return written, failed

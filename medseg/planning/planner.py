@@ -326,5 +326,5 @@ def make_plan(fp: dict[str, Any], *, device: str = "auto", memory_budget: str | 
                      "val_every": val_every, "reason": train_reason},
     }
     plan = Plan.new(sections)
-    log.info("plan: %s, patch %s, batch %d, U-Net depth %d", plan["configuration"]["value"], _fmt(patch), sizing.batch, topo.depth)
+    log.debug("plan: %s, patch %s, batch %d, U-Net depth %d", plan["configuration"]["value"], _fmt(patch), sizing.batch, topo.depth)
     return plan

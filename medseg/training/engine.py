@@ -381,7 +381,7 @@ class Trainer:
         self._save_state(st)
         self._write_debug()
         self.loader.close()
-        log.info("training stopped (%s) after %d epochs, %.0f s; best epoch %d", stopped_by, st.epoch + 1, st.elapsed, st.best_epoch)
+        log.debug("training stopped (%s) after %d epochs, %.0f s; best epoch %d", stopped_by, st.epoch + 1, st.elapsed, st.best_epoch)  # `medseg train` prints it
         return TrainResult(st.epoch + 1, st.best_epoch, st.best, stopped_by, st.elapsed, history)
 
     def _choose_final_model(self, st: LoopState) -> None:

@@ -231,5 +231,5 @@ def plan_for_training(setup, plan_file: str | Path | None, given: set[str],
     plan.overrides = overrides
     plan.save(out / PLAN_FILE)
     if overrides:
-        log.info("flags override the plan: %s", ", ".join(f"{k} = {v['used']}" for k, v in overrides.items()))
+        log.debug("flags override the plan: %s", ", ".join(f"{k} = {v['used']}" for k, v in overrides.items()))
     return setup, plan, overrides

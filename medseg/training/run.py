@@ -21,6 +21,7 @@ from medseg.runfolder.history import read_history
 from medseg.runfolder.split import write_split
 from medseg.runtime import distributed
 from medseg.runtime.device import resolve_device
+from medseg.runtime.environment import environment
 from medseg.training.data import prepare
 from medseg.training.engine import Callbacks, Trainer, TrainResult
 from medseg.training.setup import HAND_SET, TrainSetup, auto_patch_size, hand_set_model_kwargs
@@ -59,6 +60,7 @@ def train(setup: TrainSetup, callbacks: Callbacks | None = None, resume: bool = 
             "task": run_task(dims), "data": str(Path(setup.data).resolve()), "preprocess": data.preprocess.to_json(),
             "labels": data.scheme.to_json(), "patch_size": list(cfg.patch_size), "model": {"name": setup.model, **model_kwargs},
             "train": cfg.to_json(), "split": split_meta, "counts": {s: len(v) for s, v in data.split.items()}, **data.info,
+            "environment": environment(cfg.device, cfg.amp),
         })
     log.info("training on %d cases, validating on %d (%d test); patch %s, batch %d, %d classes, %s %s",
              len(data.train_images), len(data.val), len(data.split["test"]), cfg.patch_size, cfg.batch_size, k,

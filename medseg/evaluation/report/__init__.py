@@ -85,5 +85,5 @@ def write_report(
     """
     path = Path(out) if out else Path(run_dir) / REPORT_FILE
     write_text(path, render_report(run_dir, evaluation=evaluation, cases_shown=cases_shown))
-    log.info("report written: %s", path)
+    log.debug("report written: %s", path)  # the commands print the path
     return path

@@ -377,4 +377,10 @@ def meta_lines(c: RunContents, now: str, version: str) -> list[str]:
     lines = [f"generated {now} by medseg {version}", f"run folder {Path(c.run_dir).resolve()}"]
     if info.get("medseg_version") or info.get("written"):
         lines.append(f"trained with medseg {info.get('medseg_version', '?')}, started {info.get('written', '?')}")
+    env = info.get("environment") or {}
+    if env:
+        commit = f", commit {env['medseg_commit'][:12]}" if env.get("medseg_commit") else ""
+        lines.append(f"on {env.get('device', '?')} ({env.get('device_name', '?')}, {env.get('threads', '?')} threads) in "
+                     f"{env.get('precision', '?')}; Python {env.get('python', '?')}, torch {env.get('torch', '?')}, "
+                     f"MONAI {env.get('monai', '?')}{commit}")
     return lines
