@@ -185,14 +185,37 @@ def test_case_metrics_rows_per_label_and_fov_mask():
 
 
 def test_describe_leaves_nan_out_and_counts_it():
-    s = describe([1.0, 2.0, float("nan"), 3.0, 4.0])
-    assert s["n"] == 4 and s["n_nan"] == 1 and s["mean"] == 2.5 and s["median"] == 2.5
-    assert s["std"] == pytest.approx(np.std([1, 2, 3, 4]))
+    s = describe([1.0, 2.0, float("nan"), 3.0, 4.0, 5.0])
+    assert s["n"] == 5 and s["n_nan"] == 1 and s["mean"] == 3.0 and s["median"] == 3.0
+    assert s["std"] == pytest.approx(np.std([1, 2, 3, 4, 5]))
     lo, hi = s["ci95"]
-    assert 1.0 <= lo < 2.5 < hi <= 4.0
+    assert 1.0 <= lo < 3.0 < hi <= 5.0 and s["ci_unit"] == "case" and "ci_note" not in s
     none = describe([float("nan")])
     assert none["n"] == 0 and math.isnan(none["mean"]) and all(math.isnan(v) for v in none["ci95"])
-    assert describe([0.7])["ci95"] == [0.7, 0.7]
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_no_interval_below_the_minimum_n(n):
+    s = describe([0.5 + 0.1 * i for i in range(n)])
+    assert all(math.isnan(v) for v in s["ci95"]) and f"{n} case" in s["ci_note"] and "fewer than 5" in s["ci_note"]
+    grouped = describe([0.5 + 0.01 * i for i in range(12)], groups=[i // 4 for i in range(12)])  # 3 patients
+    assert all(math.isnan(v) for v in grouped["ci95"]) and "3 patients" in grouped["ci_note"]
+
+
+def test_the_bootstrap_resamples_patients_when_cases_share_one():
+    """Three slices of each of six patients, slices of one patient alike: the interval by patient is much wider
+    than one pretending the 18 slices were independent, and matches the patients' means bootstrapped."""
+    rng = np.random.default_rng(1)
+    patient_means = rng.normal(0.8, 0.08, 6)
+    values = np.repeat(patient_means, 3) + rng.normal(0, 0.005, 18)
+    groups = np.repeat(np.arange(6), 3).tolist()
+    by_case, by_patient = describe(values), describe(values, groups=groups)
+    assert by_case["ci_unit"] == "case" and by_patient["ci_unit"] == "patient"
+    width = lambda s: s["ci95"][1] - s["ci95"][0]  # noqa: E731
+    assert width(by_patient) > 1.4 * width(by_case)
+    means = describe(values.reshape(6, 3).mean(1))
+    assert width(by_patient) == pytest.approx(width(means), rel=0.25)
+    assert by_patient["ci95"][0] < by_patient["mean"] < by_patient["ci95"][1]
 
 
 def test_bootstrap_ci_is_seeded_and_covers_the_mean():

@@ -27,7 +27,10 @@ def _with_ci(stat: dict | None, digits: int = 3) -> str:
     if not stat or stat.get("mean") is None or math.isnan(stat["mean"]):
         return "-"
     lo, hi = stat.get("ci95", [math.nan, math.nan])
-    text = f"{stat['mean']:.{digits}f} [{_num(lo, digits)}-{_num(hi, digits)}]"
+    if stat.get("ci_note") or math.isnan(lo):
+        text = f"{stat['mean']:.{digits}f} (n={stat.get('n')}, no CI)"
+    else:
+        text = f"{stat['mean']:.{digits}f} [{_num(lo, digits)}-{_num(hi, digits)}]"
     if stat.get("n_nan"):
         text += f" ({stat['n_nan']} n/a)"
     return text
@@ -42,7 +45,11 @@ def print_summary(summary: dict) -> None:
     else:
         title = f"{summary['images']} images ({summary['source']}); FOV-restricted: {summary['fov_restricted']}"
     units = summary.get("units")
-    caption = escape("mean [bootstrap 95% CI] over cases; all metrics in per_case.csv and summary.json") if units else None
+    from medseg.evaluation.aggregate import MIN_CI_N
+
+    unit = (summary.get("mean_dice") or {}).get("ci_unit", "case")
+    caption = escape(f"mean [bootstrap 95% CI, resampling {unit}s; none below {MIN_CI_N}] over cases; all metrics in "
+                     "per_case.csv and summary.json") if units else None
     table = Table(title=escape(title), caption=caption)
     if units:
         unit = units.get("hd95", "mm")

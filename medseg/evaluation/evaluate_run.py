@@ -123,6 +123,7 @@ def evaluate_run(
         header={"dims": dims, "source": source, "images": len(rows), "fov_restricted": sum(r["fov"] for r in rows),
                 "mirror_tta": mirror, "pooled_accuracy": pooled_scores["accuracy"]},
         per_case={"accuracy": [r["accuracy"] for r in rows]},
+        groups={e.key: e.group for e in entries if e.group is not None} or None,
     )
     write_summary(out_dir / "summary.json", summary)
     write_cases_json(out_dir / "cases.json", listing)

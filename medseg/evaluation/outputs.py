@@ -12,7 +12,7 @@ Shared by run evaluation (2D and 3D) and the standalone ``medseg evaluate PRED G
                         "dice_pooled": .., "iou_pooled": ..}},
      ...extra}                                          # e.g. calibration, merged last
 
-with ``STATS = {"mean", "std", "median", "ci95": [lo, hi], "n", "n_nan"}``
+with ``STATS = {"mean", "std", "median", "ci95": [lo, hi], "ci_unit", "n", "n_nan"}`` (``ci_note`` when there is no interval)
 (:mod:`medseg.evaluation.aggregate`). The dict returned to Python callers keeps
 NaN as ``float("nan")``.
 """
@@ -77,13 +77,15 @@ def summarize(
     ndim: int,
     per_case: Mapping[str, Sequence[float]] | None = None,
     extra: Mapping[str, Any] | None = None,
+    groups: Mapping[Any, Any] | None = None,
     **bootstrap,
 ) -> dict[str, Any]:
     """The summary dict of the module docs.
 
     ``metric_rows`` are the long rows (one per case and class, with ``case``);
     ``per_case`` adds case-level statistics such as ``{"accuracy": [...]}``;
-    ``mean_dice`` is computed from the rows. ``extra`` is merged last.
+    ``mean_dice`` is computed from the rows. ``extra`` is merged last. ``groups`` maps a case to its patient:
+    intervals then resample patients (:func:`~medseg.evaluation.aggregate.describe`).
     """
     by_case: dict[Any, list] = {}
     for r in metric_rows:
@@ -96,10 +98,11 @@ def summarize(
         "units": {m: u for m, u in units(spacing_unit, ndim).items() if u},
         "bootstrap": boot,
     })
-    for key, values in (per_case or {}).items():
-        summary[key] = describe(values, **bootstrap)
-    summary["mean_dice"] = describe([mean_over_classes(rows) for rows in by_case.values()], **bootstrap)
-    summary["classes"] = summarize_classes(metric_rows, class_names, METRICS, **bootstrap)
+    patients = [groups.get(case, case) for case in by_case] if groups else None
+    for key, values in (per_case or {}).items():  # in the order of the cases
+        summary[key] = describe(values, patients if patients and len(patients) == len(values) else None, **bootstrap)
+    summary["mean_dice"] = describe([mean_over_classes(rows) for rows in by_case.values()], patients, **bootstrap)
+    summary["classes"] = summarize_classes(metric_rows, class_names, METRICS, groups, **bootstrap)
     summary.update(extra or {})
     return summary
 

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from medseg.evaluation.aggregate import MIN_CI_N
+
 _CURVES = (("loss", "Loss"), ("dice", "Dice"), ("accuracy", "Accuracy"))
 
 
@@ -85,11 +87,12 @@ def box_plot(metric: str, values_by_class: dict[str, Sequence[float]]) -> bytes:
     rng = np.random.default_rng(0)
     positions = np.arange(1, len(names) + 1)
     drawn = [(p, d) for p, d in zip(positions, data) if d.size]
-    if drawn:
-        ax.boxplot([d for _, d in drawn], positions=[p for p, _ in drawn], widths=0.55, showfliers=False,
+    boxed = [(p, d) for p, d in drawn if d.size >= MIN_CI_N]  # a box of two or three points says nothing: points only
+    if boxed:
+        ax.boxplot([d for _, d in boxed], positions=[p for p, _ in boxed], widths=0.55, showfliers=False,
                    medianprops={"color": "#c0392b"})
-        for p, d in drawn:
-            ax.scatter(p + rng.uniform(-0.14, 0.14, d.size), d, s=9, alpha=0.6, color="#2357a6", zorder=3)
+    for p, d in drawn:
+        ax.scatter(p + rng.uniform(-0.14, 0.14, d.size), d, s=9, alpha=0.6, color="#2357a6", zorder=3)
     ax.set_xticks(positions, labels, fontsize=8)
     ax.set_xlim(0.4, len(names) + 0.6)
     ax.set_title(_plain(metric))

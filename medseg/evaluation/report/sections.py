@@ -244,8 +244,11 @@ def _stat_rows(obj: dict, label: str, units: dict, prefix: str = "") -> list[lis
             mean, std = _num(val.get("mean")), _num(val.get("std"))
             mean_std = "–" if mean is None or math.isnan(mean) else fmt(mean) + (f" ± {fmt(std)}" if std is not None else "")
             unit = units.get(key)
+            interval = f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci and not math.isnan(ci[0]) else val.get("ci_note", "–")
+            if ci and not math.isnan(ci[0]) and val.get("ci_unit") == "patient":
+                interval += " by patient"
             rows.append([label, prefix + key + (f" ({unit})" if unit else ""), mean_std, _num(val.get("median")),
-                         f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "–", val.get("n"), _num(obj.get(f"{key}_pooled"))])
+                         interval, val.get("n"), _num(obj.get(f"{key}_pooled"))])
         elif isinstance(val, dict) and val:
             rows += _stat_rows(val, label, units, f"{prefix}{key}.")
     return rows
