@@ -242,3 +242,24 @@ def test_the_run_records_what_it_ran_with(run2d):
     assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["precision"] in ("bfloat16", "float32")
     assert env["threads"] >= 1 and env["python"].count(".") == 2
     assert "Python" in (run / "report.html").read_text()
+
+
+def test_demo_adopts_its_own_folder_from_before_the_mark(tmp_path, monkeypatch):
+    """A demo_out/ written before demo marked its folders holds only the demo's entries: it is remade, not refused."""
+    import medseg.data.phantom as phantom
+
+    out = tmp_path / "demo_out"
+    for name in ("data", "run", "predictions"):
+        (out / name).mkdir(parents=True)
+    (out / "preview.png").write_bytes(b"old")
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop  # past the folder checks: enough for this test
+
+    monkeypatch.setattr(phantom, "make_phantom_dataset", stop)
+    with pytest.raises(Stop):
+        run_cli("demo", "--out", out)
+    assert (out / ".medseg_owner").read_text().strip() == "demo" and not (out / "run").exists()

@@ -30,7 +30,7 @@ def demo(
     from medseg.evaluation.plots import image_label_grid
     from medseg.inference.predictor import Predictor
     from medseg.io import read_image
-    from medseg.io.atomic import claim_folder
+    from medseg.io.atomic import OWNER_MARK, claim_folder, write_text
     from medseg.runfolder.split import read_split
     from medseg.training.config import TrainConfig
     from medseg.training.run import train
@@ -38,6 +38,8 @@ def demo(
     from medseg.units import parse_duration
 
     data, run, preds = out / "data", out / "run", out / "predictions"
+    if out.is_dir() and {p.name for p in out.iterdir()} <= {"data", "run", "predictions", "preview.png"}:
+        write_text(out / OWNER_MARK, "demo\n")  # a demo folder from before the mark existed
     claim_folder(out, "demo")  # a folder of the user's is refused; the demo's own is remade
     for folder in (data, run, preds):
         if folder.exists():
