@@ -103,3 +103,14 @@ def test_a_missing_slice_names_the_gap(tmp_path):
     files[4].unlink()
     with pytest.raises(DataError, match=f"slice gap of 4 mm between {files[3].name} and {files[5].name}"):
         read_dicom_series(tmp_path / "s")
+
+
+def test_a_rescaled_series_is_not_taken_for_a_truncated_one(tmp_path):
+    """GDCM hands out float64 after a rescale slope; the size check counts the 16 bits stored per voxel."""
+    rng = np.random.default_rng(3)
+    volume = rng.normal(100.0, 30.0, (1, 64, 64, 4)).astype(np.float32)  # not integral: stored with a slope
+    write_dicom_series(tmp_path / "s", volume, Geometry((0.8, 0.8, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel())),
+                       modality="MR")
+    back = read_dicom_series(tmp_path / "s")
+    assert back.array.shape == volume.shape
+    np.testing.assert_allclose(back.array, volume, atol=0.01)

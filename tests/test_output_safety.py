@@ -201,9 +201,9 @@ def test_predict_replaces_existing_outputs_only_when_told(run2d, scans, tmp_path
 
 
 def test_synth_and_demo_write_again_only_into_their_own_folder(tmp_path, capsys):
-    run_cli("synth", tmp_path / "d", "--patients", "1", "--slices", "1", "--size", "32")
+    run_cli("synth", tmp_path / "d", "--patients", "3", "--slices", "1", "--size", "32")
     run_cli("synth", tmp_path / "d", "--patients", "1", "--slices", "1", "--size", "32")  # its own folder: remade
-    assert len(list((tmp_path / "d" / "images").iterdir())) == 1
+    assert len(list((tmp_path / "d" / "images").iterdir())) == 1  # not a mix of two phantoms
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "a.png").write_bytes(b"x")
     run_cli("synth", tmp_path / "mine", code=2)
@@ -245,13 +245,22 @@ def test_the_run_records_what_it_ran_with(run2d):
 
 
 def test_demo_adopts_its_own_folder_from_before_the_mark(tmp_path, monkeypatch):
-    """A demo_out/ written before demo marked its folders holds only the demo's entries: it is remade, not refused."""
+    """A demo_out/ written before demo marked its folders (the demo's entries only, a phantom, a run on out/data)
+    is remade; a folder that only has the same names is the user's and is refused."""
+    import json
+
     import medseg.data.phantom as phantom
 
     out = tmp_path / "demo_out"
     for name in ("data", "run", "predictions"):
         (out / name).mkdir(parents=True)
     (out / "preview.png").write_bytes(b"old")
+    (out / "data" / "scan001.txt").write_text("a user's project with the same folder names")
+    run_cli("demo", "--out", out, code=2)  # no phantom and no run on out/data: the user's, refused
+    assert (out / "data" / "scan001.txt").is_file() and not (out / ".medseg_owner").exists()
+    (out / "data" / "scan001.txt").unlink()
+    (out / "data" / "labels.json").write_text("{}")
+    (out / "run" / "medseg_run.json").write_text(json.dumps({"data": str(out / "data")}))
 
     class Stop(Exception):
         pass

@@ -19,9 +19,16 @@ def synth(
 ) -> None:
     """Write a deterministic synthetic CT-slice dataset (body, lungs, tumours) into a new or empty folder."""
     from medseg.data.phantom import make_phantom_dataset
-    from medseg.io.atomic import claim_folder
+    import shutil
 
+    from medseg.io.atomic import OWNER_MARK, claim_folder
+
+    again = (out / OWNER_MARK).is_file()
     claim_folder(out, "synth")
+    if again:  # synth's own folder: the earlier phantom goes, so that two phantoms never mix
+        for name in ("images", "masks", "masks_color"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        (out / "labels.json").unlink(missing_ok=True)
     make_phantom_dataset(out, n_patients=patients, slices_per_patient=slices, size=size, seed=seed)
     console.print(f"wrote {patients * slices} phantom slices to {out} (images/, masks/, masks_color/, labels.json)", highlight=False, markup=False)
 
@@ -34,6 +41,8 @@ def show(
     masks: Optional[str] = typer.Option(None, help="Mask subfolder."),
     pair_pattern: Optional[str] = typer.Option(None, help="Regex pairing images and masks."),
     label_colors: Optional[str] = typer.Option(None, help="Class colours 'name=r,g,b;...' or a labels.json path."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Show every image as 1 (grey) or 3 (colour) channels "
+                                           "(needed when grey and colour images are mixed)."),
 ) -> None:
     """Save a grid PNG of images beside their labels and overlays."""
     from medseg.data.dataset2d import DataOptions2D, prepare_dataset
@@ -41,7 +50,8 @@ def show(
     from medseg.evaluation.plots import image_label_grid
     from medseg.io import read_image
 
-    ds = prepare_dataset(data, DataOptions2D(images=images, masks=masks, pair_pattern=pair_pattern, label_colors=label_colors))
+    ds = prepare_dataset(data, DataOptions2D(images=images, masks=masks, pair_pattern=pair_pattern, label_colors=label_colors,
+                                             channels=channels))
     step = max(1, len(ds.cases) // n)
     items = []
     for case in ds.cases[::step][:n]:

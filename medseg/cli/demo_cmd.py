@@ -13,6 +13,21 @@ import typer
 from medseg.cli.main import console
 
 
+def _old_demo_folder(out: Path) -> bool:
+    """Whether ``out`` is a demo's output from before demo marked its folders: nothing but the demo's entries, a
+    phantom (``data/labels.json``) and a run trained on exactly ``out/data``."""
+    import json
+
+    if not out.is_dir() or not {p.name for p in out.iterdir()} <= {"data", "run", "predictions", "preview.png"}:
+        return False
+    try:
+        info = json.loads((out / "run" / "medseg_run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (out / "data" / "labels.json").is_file() and isinstance(info, dict) and \
+        Path(str(info.get("data", ""))).resolve() == (out / "data").resolve()
+
+
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for the data, the run and the predictions."),
     budget: str = typer.Option("150s", help="Training time budget."),
@@ -37,8 +52,9 @@ def demo(
     from medseg.training.setup import TrainSetup
     from medseg.units import parse_duration
 
+    time_budget = parse_duration(budget)  # a bad option is refused before anything is removed
     data, run, preds = out / "data", out / "run", out / "predictions"
-    if out.is_dir() and {p.name for p in out.iterdir()} <= {"data", "run", "predictions", "preview.png"}:
+    if _old_demo_folder(out):
         write_text(out / OWNER_MARK, "demo\n")  # a demo folder from before the mark existed
     claim_folder(out, "demo")  # a folder of the user's is refused; the demo's own is remade
     for folder in (data, run, preds):
@@ -55,7 +71,7 @@ def demo(
     setup = TrainSetup(
         data=str(data), out=str(run), dims=2, preprocess=Preprocess2D(size=(size, size)),
         model="unet", model_kwargs={"features": 16},
-        train=TrainConfig(batch_size=8, iterations_per_epoch=25, time_budget=parse_duration(budget), lr=2e-3, seed=seed, patience=0),
+        train=TrainConfig(batch_size=8, iterations_per_epoch=25, time_budget=time_budget, lr=2e-3, seed=seed, patience=0),
     )
     with TrainProgress(console, budget) as progress:
         result = train(setup, callbacks=progress)

@@ -61,6 +61,9 @@ def _predictor(run: Path, backend: str, tta: bool, device: str, calibration: boo
 
     if backend not in ("auto", "torch", "onnxruntime"):
         raise ConfigError(f"unknown --backend '{backend}'", hint="choose torch, onnxruntime or auto")
+    if (is_bundle(run) or backend == "onnxruntime") and device not in ("auto", "cpu"):
+        raise ConfigError(f"--device {device}: ONNX Runtime runs here on the CPU", path=run,
+                          hint="leave out --device, or predict with the run folder and --backend torch")
     if is_bundle(run):
         if backend == "torch":
             raise ConfigError("--backend torch: a bundle runs in ONNX Runtime; the torch backend needs the run folder", path=run,

@@ -75,16 +75,17 @@ def train(
 @contextmanager
 def _nothing_left_if_stopped_early(out: Path) -> Iterator[None]:
     """A new run refused while its data is read, or interrupted before its first checkpoint, leaves nothing
-    behind (the files it made, and the folder if it made that), so the same command can simply be run again."""
+    behind but its preprocessed cache (the files it made, and the folder if it made that and nothing is left), so
+    the same command can simply be run again."""
     existed = out.is_dir()
     before = set(out.iterdir()) if existed else set()
     try:
         yield
     except (MedsegError, KeyboardInterrupt):
         if out.is_dir() and not any((out / "checkpoints").glob("last*")):
-            for p in set(out.iterdir()) - before:
+            for p in set(out.iterdir()) - before - {out / "preprocessed"}:  # the 3D cache is kept: a rerun reuses it
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-            if not existed:
+            if not existed and not any(out.iterdir()):
                 out.rmdir()
         raise
 

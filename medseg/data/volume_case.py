@@ -176,9 +176,11 @@ def _header_grid(path: Path) -> tuple[tuple[int, ...], Geometry]:
     """The first three axes' size and geometry of a volume file, from its header alone."""
     import SimpleITK as sitk
 
+    from medseg.io.volume_checks import read_information
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    reader.ReadImageInformation()
+    read_information(reader, path)  # the readers' own header guards (a MetaImage NDims of 0 or -1, absurd sizes)
     n = min(3, reader.GetDimension())
     size = tuple(int(v) for v in reader.GetSize()[:n])
     direction = np.asarray(reader.GetDirection(), float).reshape(reader.GetDimension(), -1)[:n, :n]
@@ -194,7 +196,7 @@ def check_label_grid(case: VolumeCase) -> None:
     try:
         shape, geom = _header_grid(case.images[0])
         lab_shape, lab_geom = _header_grid(case.label)
-    except RuntimeError:
+    except (RuntimeError, ValueError):  # a header ITK reads but medseg's Geometry cannot hold: the full read says why
         load_case(case)
         return
     diffs = grid_differences(shape, geom, lab_shape, lab_geom)

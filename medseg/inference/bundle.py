@@ -76,7 +76,7 @@ def export_network(model: nn.Module, example: torch.Tensor, target: Path, name: 
     except Exception as e:  # the exporter raises many kinds; name the network and the first line of its reason
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise ConfigError(f"the {name} network cannot be exported to ONNX: {first[:300]}",
-                          hint="run `medseg export --debug` for the exporter's full report") from e
+                          hint="run `medseg --debug export ...` for the exporter's full report") from e
     finally:
         exporter_log.setLevel(level)
     with atomic_path(target) as tmp:

@@ -123,6 +123,17 @@ def _check_meta_data(source: Path, offset: int, need: int, path: Path) -> None:
         raise DataError(f"compressed voxel data is incomplete: {total} of {need} bytes", path=path, hint=TRUNCATED_HINT)
 
 
+def _stored_bytes_per_voxel(reader: sitk.ImageFileReader) -> int | None:
+    """Bytes per voxel as a DICOM file stores them (BitsAllocated / 8; the samples per pixel are ITK's components),
+    or ``None`` when the header does not say (not DICOM)."""
+    try:
+        if not reader.HasMetaDataKey("0028|0100"):
+            return None
+        return max(1, int(str(reader.GetMetaData("0028|0100")).strip()) // 8)
+    except (RuntimeError, ValueError):
+        return None
+
+
 def read_information(reader: sitk.ImageFileReader, path: Path, ratio: int | None = MAX_COMPRESSION_RATIO) -> None:
     """Read the header of ``path`` into ``reader`` and refuse a size the file cannot hold (see the module doc).
 
@@ -143,6 +154,9 @@ def read_information(reader: sitk.ImageFileReader, path: Path, ratio: int | None
         ) from None
     bits = re.search(r"(\d+)-bit", pixel)
     itemsize = (int(bits.group(1)) // 8 if bits else 1) * (2 if pixel.startswith("complex") else 1)
+    stored = _stored_bytes_per_voxel(reader)
+    if stored is not None:  # DICOM: GDCM's output type (float after a rescale slope) is larger than what is stored
+        itemsize = stored
     shape = " x ".join(str(s) for s in size)
     if min(size, default=0) < 1:
         raise DataError(f"the header declares an image with no voxels ({shape})", path=path, hint=TRUNCATED_HINT)

@@ -58,7 +58,8 @@ def check_new_run_folder(run_dir: str | Path) -> None:
     if theirs:
         raise RunFolderError(f"this folder is not a medseg run but holds {', '.join(theirs)}, which training would "
                              "replace", path=run_dir, hint="choose a new --out folder")
-    if (run_dir / RUN_FILE).exists() and (run_dir / "checkpoints" / "last.json").exists():
+    if (run_dir / RUN_FILE).exists() and ((run_dir / "checkpoints" / "last.json").exists()
+                                          or (run_dir / "model.safetensors").exists()):  # a finished run, checkpoints removed
         raise RunFolderError(
             "this folder already holds a training run", path=run_dir,
             hint="resume it with `medseg train --resume RUN`, or choose a new --out folder",

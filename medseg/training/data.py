@@ -112,8 +112,9 @@ def prepare_3d(setup: TrainSetup, out: Path) -> Prepared:
     by_key = {c.key: c for c in cases}
     declared = ds["labels"]
     values = tuple(sorted(declared)) if declared else None
-    for key in split["test"]:  # read once now (as in 2D): a corrupt test case fails before training, not after
-        load_case(by_key[key], labels=values)
+    if distributed.is_main():  # read once now (as in 2D): a corrupt test case fails before training, not after
+        for key in split["test"]:
+            load_case(by_key[key], labels=values)
     train_cases, val_cases = [by_key[k] for k in split["train"]], [by_key[k] for k in split["val"]]
     cache = PreprocessedCache(Path(setup.cache_dir) if setup.cache_dir else out / "preprocessed")
     pre = setup.preprocess

@@ -80,3 +80,8 @@ def export_into_a_folder_of_the_users(tmp: Path, runs: Runs) -> list:
 @case(names="torchscript")
 def export_to_an_unknown_format(tmp: Path, runs: Runs) -> list:
     return ["export", runs.run2d, "--out", tmp / "b", "--format", "torchscript"]
+
+
+@case(names="--device cuda", says="ONNX Runtime")
+def predict_a_bundle_on_a_gpu_it_does_not_use(tmp: Path, runs: Runs) -> list:
+    return ["predict", runs.bundle2d, _scan(runs), "--out", tmp / "o", "--device", "cuda"]

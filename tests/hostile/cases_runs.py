@@ -343,3 +343,10 @@ def predict_into_a_folder_that_cannot_be_made(tmp: Path, runs: Runs) -> list:
 @case(names="/sys/medseg_plan.json")
 def plan_into_a_folder_that_cannot_be_written(tmp: Path, runs: Runs) -> list:
     return ["plan", runs.data2d, "--out", "/sys/medseg_plan.json"]
+
+
+@case(names="run", says="already holds a training run")
+def train_into_a_finished_run_whose_checkpoints_were_deleted(tmp: Path, runs: Runs) -> list:
+    run = _run_copy(tmp, runs.run2d)
+    shutil.rmtree(run / "checkpoints")  # saving space after training: the model is still the user's result
+    return ["train", runs.data2d, "--out", run, "--epochs", "1", "--iterations", "1", "--no-plan"]
