@@ -286,3 +286,11 @@ def test_a_failing_section_becomes_a_note_and_the_rest_is_written(runs, tmp_path
     html = write_report(fresh_run(runs, tmp_path)).read_text(encoding="utf-8")
     assert "could not be built: RuntimeError: boom &lt;b&gt;" in html
     assert {"dataset", "plan", "training"} <= set(parse(html).sections)
+
+
+def test_nested_values_read_as_rounded_text_not_json():
+    from medseg.evaluation.report.html import fmt
+
+    text = fmt([{"mean": 99.26738180373461, "p995": 183.83500000000004, "classes": {"body": 0.08647163910387058}}])
+    assert text == "(mean 99.27, p995 183.8, classes body 0.08647)"
+    assert not set('{}"') & set(fmt({"a": {"b": [1.23456789, 2]}, "c": "x"}))

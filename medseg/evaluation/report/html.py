@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ def esc(value) -> str:
 
 
 def fmt(value, digits: int = 4) -> str:
-    """A value as short display text: numbers with ``digits`` significant digits, lists and dicts as compact JSON."""
+    """A value as short display text: numbers with ``digits`` significant digits, lists and dicts as plain text."""
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -41,9 +40,21 @@ def fmt(value, digits: int = 4) -> str:
             return " × ".join(str(v) for v in value)
         return ", ".join(fmt(v, digits) for v in value)
     if isinstance(value, (list, tuple, dict)):
-        text = json.dumps(value, separators=(", ", ": "), default=str)
-        return text if len(text) <= 160 else text[:157] + "…"
+        text = _readable(value, digits)
+        return text if len(text) <= 200 else text[:197] + "…"
     return str(value)
+
+
+def _readable(value, digits: int) -> str:
+    """Nested lists and dicts as plain text, numbers rounded: ``mean 99.27, std 43.9`` rather than JSON."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} ({_readable(v, digits)})" if isinstance(v, (dict, list, tuple)) and len(v) > 1 else
+                         f"{k} {_readable(v, digits) if isinstance(v, (dict, list, tuple)) else fmt(v, digits)}"
+                         for k, v in value.items()) if value else "–"
+    if isinstance(value, (list, tuple)):
+        parts = [f"({_readable(v, digits)})" if isinstance(v, (dict, list, tuple)) else fmt(v, digits) for v in value]
+        return "; ".join(parts) if any(isinstance(v, (dict, list, tuple)) for v in value) else ", ".join(parts)
+    return fmt(value, digits)
 
 
 def sort_key(value) -> str:
