@@ -34,11 +34,11 @@ def predict(
 ) -> None:
     """Predict a mask per image, at the image's original size (3D: exactly on the input's grid)."""
     from medseg.cli.progress import case_progress
-    from medseg.inference.bundle import is_bundle
+    from medseg.inference.bundle import OnnxNetwork
 
     tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
     predictor, handle = _predictor(run, backend, tta, device, calibration, amp)
-    engine = "onnxruntime, float32" if handle is not None or is_bundle(run) else \
+    engine = "onnxruntime, float32" if isinstance(predictor.model, OnnxNetwork) else \
         f"torch, {str(predictor.amp_dtype).removeprefix('torch.') if predictor.amp_dtype else 'float32'}"
     console.print(f"backend: {engine} on {predictor.device}" + (" (--backend auto)" if backend == "auto" else ""),
                   highlight=False, markup=False)

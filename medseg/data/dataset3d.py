@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from medseg.data.cache import CachedCase, PreprocessedCache, fingerprint
 from medseg.data.labels import LabelScheme
@@ -25,6 +24,7 @@ from medseg.data.volume_case import VolumeCase, load_case
 from medseg.data.preprocess3d import Preprocess3D, intensity_stats
 from medseg.errors import DataError
 from medseg.io.atomic import write_json
+from medseg.io.volume import read_volume_header
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,7 @@ def case_spacing(case: VolumeCase) -> tuple[float, float, float]:
         from medseg.io.dicom import read_dicom_series
 
         return tuple(read_dicom_series(p).geometry.spacing[:3])  # type: ignore[return-value]
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(p))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:  # let load_case report it with the full message
-        return tuple(load_case(case)[0].geometry.spacing)  # type: ignore[return-value]
-    return tuple(float(s) for s in reader.GetSpacing()[:3])  # type: ignore[return-value]
+    return tuple(read_volume_header(p)[1].spacing)  # type: ignore[return-value]
 
 
 def median_spacing(cases: Sequence[VolumeCase]) -> tuple[float, float, float]:

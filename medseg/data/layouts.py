@@ -24,7 +24,6 @@ plain folders (then only "integer and >= 0" is checked).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 from medseg.data.volume_case import VolumeCase
 from medseg.errors import DataError
 from medseg.io.base import file_suffix
+from medseg.io.json_file import read_json_object
 from medseg.io.volume import VOLUME_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -50,18 +50,6 @@ def _strip_suffix(name: str) -> str:
 
 def _visible(p: Path) -> bool:
     return not p.name.startswith(".")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read: {e}", path=path) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e}", path=path, hint="fix the syntax (a trailing comma?)") from None
-    if not isinstance(data, dict):
-        raise DataError("expected a JSON object at the top level", path=path)
-    return data
 
 
 def _resolve(root: Path, rel: str) -> Path:
@@ -139,7 +127,7 @@ def discover_volume_cases(root: str | Path, *, require_labels: bool = True) -> t
         raise DataError("dataset folder not found", path=root)
     js = root / "dataset.json"
     if js.is_file():
-        meta = _read_json(js)
+        meta = read_json_object(js)
         if isinstance(meta.get("training"), list):
             cases, info = _discover_msd(root, meta, js, require_labels)
         elif "channel_names" in meta or "file_ending" in meta:

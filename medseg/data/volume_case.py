@@ -10,7 +10,7 @@ import numpy as np
 
 from medseg.errors import DataError
 from medseg.io.base import Geometry, ImageData
-from medseg.io.volume import check_finite, read_volume
+from medseg.io.volume import check_finite, read_volume, read_volume_header
 
 logger = logging.getLogger(__name__)
 
@@ -172,21 +172,6 @@ def load_case(case: VolumeCase, *, labels: dict[int, str] | tuple[int, ...] | No
     return image, label
 
 
-def _header_grid(path: Path) -> tuple[tuple[int, ...], Geometry]:
-    """The first three axes' size and geometry of a volume file, from its header alone."""
-    import SimpleITK as sitk
-
-    from medseg.io.volume_checks import read_information
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    read_information(reader, path)  # the readers' own header guards (a MetaImage NDims of 0 or -1, absurd sizes)
-    n = min(3, reader.GetDimension())
-    size = tuple(int(v) for v in reader.GetSize()[:n])
-    direction = np.asarray(reader.GetDirection(), float).reshape(reader.GetDimension(), -1)[:n, :n]
-    return size, Geometry(tuple(reader.GetSpacing()[:n]), tuple(reader.GetOrigin()[:n]), tuple(direction.ravel()))
-
-
 def check_label_grid(case: VolumeCase) -> None:
     """Refuse a case whose label is not on its image's grid, reading the headers only (the whole case when a
     header cannot be read, so that its own error is reported). Training checks every case so, the test cases
@@ -194,8 +179,8 @@ def check_label_grid(case: VolumeCase) -> None:
     if case.label is None or not case.images or case.images[0].is_dir() or case.label.is_dir():
         return
     try:
-        shape, geom = _header_grid(case.images[0])
-        lab_shape, lab_geom = _header_grid(case.label)
+        shape, geom = read_volume_header(case.images[0])
+        lab_shape, lab_geom = read_volume_header(case.label)
     except (RuntimeError, ValueError):  # a header ITK reads but medseg's Geometry cannot hold: the full read says why
         load_case(case)
         return

@@ -20,7 +20,6 @@ same sliding window, mirroring, restoration and writers serve both backends.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import tempfile
 import warnings
@@ -34,7 +33,9 @@ import medseg
 from medseg.errors import ConfigError, MedsegError, RunFolderError
 from medseg.inference.sliding_window import GAUSSIAN_SIGMA_SCALE
 from medseg.io.atomic import atomic_path, claim_folder, write_json
-from medseg.models.weights import CONFIG_FILE, load_model
+from medseg.io.json_file import read_json_object
+from medseg.models.registry import model_config
+from medseg.models.weights import load_model
 from medseg.runfolder import read_run_info, run_dims, run_temperature
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,8 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, *, overlap: float = 
     returns the bundle's JSON path. The exported network is checked against PyTorch on a random input."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     info = read_run_info(run_dir)
-    config = json.loads((run_dir / CONFIG_FILE).read_text())
     model = load_model(run_dir).eval()
+    config = model_config(model)  # model.json as load_model read and checked it
     patch = [int(p) for p in info["train"]["patch_size"]]
     channels, classes = int(config["in_channels"]), int(config["num_classes"])
     example = torch.randn(2, channels, *patch, generator=torch.Generator().manual_seed(0))  # batch 2: kept dynamic
@@ -144,11 +145,8 @@ def read_bundle(folder: str | Path) -> dict:
     if not path.is_file():
         raise RunFolderError(f"no {BUNDLE_FILE} here; this is not a medseg bundle", path=folder,
                              hint="make one with `medseg export RUN --out BUNDLE`")
-    try:
-        bundle = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RunFolderError(f"corrupt {BUNDLE_FILE}: {e}", path=path) from None
-    if not isinstance(bundle, dict) or bundle.get("format") != "medseg-bundle":
+    bundle = read_json_object(path, RunFolderError)
+    if bundle.get("format") != "medseg-bundle":
         raise RunFolderError(f"{BUNDLE_FILE} is not a medseg bundle description", path=path)
     if bundle.get("format_version") != BUNDLE_FORMAT:
         raise RunFolderError(f"bundle format {bundle.get('format_version')} cannot be read by medseg "

@@ -223,6 +223,19 @@ def read_volume(
     return image
 
 
+def read_volume_header(path: str | Path, keep: int = 3) -> tuple[tuple[int, ...], Geometry]:
+    """The size and geometry of the first ``keep`` axes of a volume file, from its header alone, behind the same
+    header guards as :func:`read_volume` (a corrupt header is a :class:`DataError` naming the file)."""
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    read_information(reader, path)
+    n = min(keep, reader.GetDimension())
+    full = Geometry(spacing=tuple(float(v) for v in reader.GetSpacing()), origin=tuple(float(v) for v in reader.GetOrigin()),
+                    direction=tuple(float(v) for v in reader.GetDirection()))
+    return tuple(int(v) for v in reader.GetSize()[:n]), _sub_geometry(full, n)
+
+
 def _sub_geometry(g: Geometry, keep: int) -> Geometry:
     n = g.ndim
     direction = np.asarray(g.direction, dtype=float).reshape(n, n)[:keep, :keep]

@@ -24,6 +24,7 @@ from typing import Any
 
 import medseg
 from medseg.errors import RunFolderError
+from medseg.io.json_file import read_json_object
 from medseg.io.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,7 @@ def read_run_info(run_dir: str | Path, require_model: bool = True) -> dict[str, 
         raise RunFolderError("run folder not found", path=run_dir, hint="pass the --out folder of a `medseg train` run")
     if not path.is_file():
         raise RunFolderError(f"not a medseg run folder (no {RUN_FILE})", path=run_dir, hint="pass the --out folder of a `medseg train` run")
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunFolderError(f"corrupt {RUN_FILE}: {e}", path=path) from None
-    if not isinstance(info, dict):
-        raise RunFolderError(f"corrupt {RUN_FILE}: not a JSON object", path=path)
+    info = read_json_object(path, RunFolderError)
     version = info.get("format_version")
     if version != FORMAT_VERSION:
         raise RunFolderError(

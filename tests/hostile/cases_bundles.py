@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-from tests.hostile.corpus import Runs, case
+from tests.hostile.corpus import Runs, case, edited_json
 
 
 def _bundle(tmp: Path, runs: Runs) -> Path:
@@ -36,27 +35,24 @@ def predict_with_a_bundle_whose_network_changed(tmp: Path, runs: Runs) -> list:
 @case(names="model.onnx", says="shape")
 def predict_with_a_bundle_declaring_another_patch(tmp: Path, runs: Runs) -> list:
     bundle = _bundle(tmp, runs)
-    meta = json.loads((bundle / "bundle.json").read_text())
-    meta["sliding_window"]["patch_size"] = [p + 8 for p in meta["sliding_window"]["patch_size"]]
-    (bundle / "bundle.json").write_text(json.dumps(meta))
+    with edited_json(bundle / "bundle.json") as meta:
+        meta["sliding_window"]["patch_size"] = [p + 8 for p in meta["sliding_window"]["patch_size"]]
     return ["predict", bundle, _scan(runs), "--out", tmp / "o"]
 
 
 @case(names="bundle.json", says="lacks the entry")
 def predict_with_a_bundle_json_missing_its_labels(tmp: Path, runs: Runs) -> list:
     bundle = _bundle(tmp, runs)
-    meta = json.loads((bundle / "bundle.json").read_text())
-    del meta["labels"]
-    (bundle / "bundle.json").write_text(json.dumps(meta))
+    with edited_json(bundle / "bundle.json") as meta:
+        del meta["labels"]
     return ["predict", bundle, _scan(runs), "--out", tmp / "o"]
 
 
 @case(names="bundle.json", says="format 7")
 def predict_with_a_bundle_of_another_version(tmp: Path, runs: Runs) -> list:
     bundle = _bundle(tmp, runs)
-    meta = json.loads((bundle / "bundle.json").read_text())
-    meta["format_version"] = 7
-    (bundle / "bundle.json").write_text(json.dumps(meta))
+    with edited_json(bundle / "bundle.json") as meta:
+        meta["format_version"] = 7
     return ["predict", bundle, _scan(runs), "--out", tmp / "o"]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from medseg.io import Geometry, write_image
 from tests.helpers3d import GEOMETRY, write_msd_dataset
 from tests.hostile.conftest import FAST
-from tests.hostile.corpus import Runs, case
+from tests.hostile.corpus import Runs, case, edited_json
 
 
 def _data(tmp: Path, n: int = 4) -> Path:
@@ -59,10 +59,9 @@ def train_with_a_malformed_dataset_json(tmp: Path, runs: Runs) -> list:
 @case(names="case_009.nii.gz")
 def train_with_dataset_json_listing_a_missing_file(tmp: Path, runs: Runs) -> list:
     data = _data(tmp)
-    meta = json.loads((data / "dataset.json").read_text())
-    meta["training"].append({"image": "./imagesTr/case_009.nii.gz", "label": "./labelsTr/case_009.nii.gz"})
-    meta["numTraining"] += 1
-    (data / "dataset.json").write_text(json.dumps(meta))
+    with edited_json(data / "dataset.json") as meta:
+        meta["training"].append({"image": "./imagesTr/case_009.nii.gz", "label": "./labelsTr/case_009.nii.gz"})
+        meta["numTraining"] += 1
     return _train(tmp, data)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import shutil
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from medseg.io import Geometry, write_image
-from tests.hostile.corpus import Runs, case
+from tests.hostile.corpus import Runs, case, edited_json
 
 
 def _scans(tmp: Path, runs: Runs, n: int = 2) -> Path:
@@ -188,18 +187,16 @@ def predict_with_a_malformed_model_json(tmp: Path, runs: Runs) -> list:
 @case(names="model.json", says="unet9")
 def predict_with_a_model_json_naming_an_unknown_network(tmp: Path, runs: Runs) -> list:
     run = _run_copy(tmp, runs.run2d)
-    config = json.loads((run / "model.json").read_text())
-    config["name"] = "unet9"
-    (run / "model.json").write_text(json.dumps(config))
+    with edited_json(run / "model.json") as config:
+        config["name"] = "unet9"
     return ["predict", run, _scans(tmp, runs), "--out", tmp / "o"]
 
 
 @case(names="model.safetensors", says="do not match the model config")
 def predict_with_weights_of_another_shape(tmp: Path, runs: Runs) -> list:
     run = _run_copy(tmp, runs.run2d)
-    config = json.loads((run / "model.json").read_text())
-    config["features"] = 8
-    (run / "model.json").write_text(json.dumps(config))
+    with edited_json(run / "model.json") as config:
+        config["features"] = 8
     return ["predict", run, _scans(tmp, runs), "--out", tmp / "o"]
 
 
@@ -222,9 +219,8 @@ def predict_with_truncated_weights(tmp: Path, runs: Runs) -> list:
 @case(names="medseg_run.json", says="format 99")
 def predict_with_a_run_of_another_version(tmp: Path, runs: Runs) -> list:
     run = _run_copy(tmp, runs.run2d)
-    info = json.loads((run / "medseg_run.json").read_text())
-    info["format_version"] = 99
-    (run / "medseg_run.json").write_text(json.dumps(info))
+    with edited_json(run / "medseg_run.json") as info:
+        info["format_version"] = 99
     return ["predict", run, _scans(tmp, runs), "--out", tmp / "o"]
 
 
@@ -252,10 +248,8 @@ def evaluate_a_run_whose_data_moved(tmp: Path, runs: Runs) -> list:
     data = Path(shutil.copytree(runs.data2d, tmp / "data"))
     run = tmp / "run"
     shutil.copytree(runs.run2d, run)
-    info_path = run / "medseg_run.json"
-    info = json.loads(info_path.read_text())
-    info["data"] = str(data)
-    info_path.write_text(json.dumps(info))
+    with edited_json(run / "medseg_run.json") as info:
+        info["data"] = str(data)
     shutil.rmtree(data / "masks")
     return ["evaluate", run]
 

@@ -7,6 +7,9 @@ the command, the shared run folders included, changed. A refused command (exit 2
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -46,3 +49,11 @@ def case(names: str, code: int = 2, says: str = "") -> Callable[[Maker], Maker]:
         return make
 
     return register
+
+
+@contextmanager
+def edited_json(path: Path) -> Iterator[dict]:
+    """The object in the JSON file ``path``, written back when the block ends (a case's one changed entry)."""
+    obj = json.loads(path.read_text())
+    yield obj
+    path.write_text(json.dumps(obj))
