@@ -37,7 +37,7 @@ def test_a_bundle_predicts_what_the_run_predicts(runs, dims, tmp_path):
     run_cli("predict", run, inputs, "--out", tmp_path / "torch", "--no-amp", "--tta", "--save-probabilities")
     run_cli("predict", tmp_path / "bundle", inputs, "--out", tmp_path / "onnx", "--tta", "--save-probabilities")
     run_cli("predict", run, inputs, "--out", tmp_path / "run_onnx", "--backend", "onnxruntime", "--tta")
-    masks = sorted(p.name for p in (tmp_path / "torch").iterdir() if "_" not in p.name.removeprefix("case_"))
+    masks = sorted(p.name for p in (tmp_path / "torch").iterdir() if "_" not in p.name.removeprefix("case_") and p.suffix != ".csv")
     assert masks
     for name in masks:
         want = read_image(tmp_path / "torch" / name).array
@@ -49,10 +49,16 @@ def test_a_bundle_predicts_what_the_run_predicts(runs, dims, tmp_path):
         a = np.load(p) if p.suffix == ".npy" else read_image(p).array
         b = np.load(tmp_path / "onnx" / p.name) if p.suffix == ".npy" else read_image(tmp_path / "onnx" / p.name).array
         np.testing.assert_allclose(b, a, atol=1e-4)
+    # the bundle carries the run's quality control: the same flags and scores
+    assert (tmp_path / "bundle" / "quality.json").is_file()
+    want = (tmp_path / "torch" / "quality.csv").read_text().splitlines()
+    assert len(want) == len(masks) + 1
+    for got in ((tmp_path / "onnx" / "quality.csv").read_text().splitlines(), (tmp_path / "run_onnx" / "quality.csv").read_text().splitlines()):
+        assert [r.split(",")[:2] + r.split(",")[4:5] for r in got] == [r.split(",")[:2] + r.split(",")[4:5] for r in want]
 
 
 def test_an_export_folder_is_remade_only_by_export(runs, tmp_path, capsys):
     _, run = runs[2]
     run_cli("export", run, "--out", tmp_path / "b")
     run_cli("export", run, "--out", tmp_path / "b")  # its own folder: written again
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [".medseg_owner", "bundle.json", "model.onnx"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [".medseg_owner", "bundle.json", "model.onnx", "quality.json"]

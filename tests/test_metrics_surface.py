@@ -158,7 +158,7 @@ def test_empty_mask_conventions(ndim):
     voxels = 27 if ndim == 3 else 9
     both = class_metrics(empty, empty, spacing=(2.0,) * ndim)
     assert {m: both[m] for m in METRICS} == {"dice": 1.0, "iou": 1.0, "precision": 1.0, "sensitivity": 1.0,
-                                              "vol_diff": 0.0, "vol_diff_rel": 0.0, "hd95": 0.0, "nsd": 1.0}
+                                              "vol_diff": 0.0, "vol_diff_rel": 0.0, "vol_true": 0.0, "hd95": 0.0, "nsd": 1.0}
     only_truth_empty = class_metrics(some, empty, spacing=(2.0,) * ndim)
     only_pred_empty = class_metrics(empty, some, spacing=(2.0,) * ndim)
     for r in (only_truth_empty, only_pred_empty):
@@ -166,6 +166,7 @@ def test_empty_mask_conventions(ndim):
         assert math.isnan(r["hd95"])
     assert math.isnan(only_truth_empty["vol_diff_rel"]) and only_pred_empty["vol_diff_rel"] == -1.0
     assert only_truth_empty["vol_diff"] == voxels * 2.0 ** ndim == -only_pred_empty["vol_diff"]
+    assert only_truth_empty["vol_true"] == 0.0 and only_pred_empty["vol_true"] == voxels * 2.0 ** ndim
 
 
 def test_case_metrics_rows_per_label_and_fov_mask():

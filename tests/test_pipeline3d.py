@@ -204,7 +204,8 @@ def test_a_bad_case_is_reported_and_the_others_are_written(blob_run, tmp_path, c
     raw = (data / "imagesTr" / "case_003.nii.gz").read_bytes()
     (folder / "case_003.nii.gz").write_bytes(raw[: len(raw) // 2])
     run_cli("predict", run, folder, "--out", tmp_path / "pred", code=1)
-    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["case_001.nii.gz", "case_002.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["case_001.nii.gz", "case_002.nii.gz", "quality.csv"]
+    assert [r.split(",")[0] for r in (tmp_path / "pred" / "quality.csv").read_text().splitlines()] == ["case", "case_001", "case_002"]
     err = "".join(capsys.readouterr().err.split())  # the console wraps long paths anywhere
     assert "1input(s)failed" in err and "case_003.nii.gz" in err and ("truncated" in err or "incomplete" in err)
 

@@ -21,7 +21,7 @@ from PIL import Image
 from medseg.cli.main import main
 from medseg.evaluation.evaluate_run import evaluate_run
 from medseg.evaluation.report import write_report
-from medseg.evaluation.report.overlays import choose_slices
+from medseg.evaluation.report.overlays import error_center
 from medseg.evaluation.report.sections import PER_CASE_TABLE_ID, plan_rows, worst_and_best
 from medseg.training.config import TrainConfig
 from medseg.training.run import train
@@ -33,7 +33,7 @@ from tests.helpers3d import write_msd_dataset
 def tiny_config(**kw) -> TrainConfig:
     return TrainConfig(max_epochs=1, iterations_per_epoch=2, batch_size=2, threads=1, **kw)
 
-EVALUATED_SECTIONS = {"dataset", "plan", "training", "curves", "metrics", "per-case", "box-plots", "cases"}
+EVALUATED_SECTIONS = {"glance", "gallery", "dataset", "plan", "training", "curves", "metrics", "per-case", "volumes", "box-plots", "cases"}
 
 
 def _run_cli(*args) -> None:
@@ -157,24 +157,28 @@ def test_2d_report_has_every_section_embedded_pngs_and_one_row_per_case(runs):
     assert p.rows[PER_CASE_TABLE_ID] == len(cases)
     assert p.rows["metrics-table"] >= 2
     assert_png_data_uris(p.images)
-    overlays = [im for im in p.images if im.get("class") == "overlay"]
+    overlays = [im for im in p.images if im.get("class") == "overlay" and "wrong pixels" in im["alt"]]
     assert len(overlays) == min(len(cases), 6)  # 2D: one picture (the whole image) per worst/best case
     assert all(any(c in im["alt"] for c in ("whole image",)) for im in overlays)
-    assert len(p.images) >= 1 + 2 + len(overlays)  # curves, box plots (dice, iou, ...), overlays
+    gallery = [im["alt"] for im in p.images if im.get("class") == "overlay" and im["alt"].endswith(": whole image")]
+    assert sorted(a.split(":")[0] for a in gallery) == sorted(cases)  # the gallery: every case once
+    assert len(p.images) >= 1 + 2 + len(overlays) + len(gallery) + 1  # curves, box plots, overlays, gallery, Bland-Altman
     assert_self_contained(html)
     assert [s for s in p.scripts if s.get("src")] == [] and len(p.scripts) == 1
 
 
-def test_3d_report_draws_the_middle_and_the_largest_error_slice(runs):
+def test_3d_report_draws_three_planes_through_the_largest_error(runs):
     run = runs["3d"]
     html = write_report(run, run / "out" / "r.html").read_text(encoding="utf-8")
     p = parse(html)
     assert EVALUATED_SECTIONS <= set(p.sections)
     assert p.rows[PER_CASE_TABLE_ID] == 1  # one test case
     assert_png_data_uris(p.images)
-    alts = [im["alt"] for im in p.images if im.get("class") == "overlay"]
-    assert alts and alts[0].startswith("middle slice, z = ")  # z: the coarsest axis (2.5 mm)
-    assert len(alts) <= 2 and all("slice" in a for a in alts)
+    alts = [im["alt"] for im in p.images if im.get("class") == "overlay" and "wrong voxels" in im["alt"]]
+    assert len(alts) == 3 and alts[0].startswith("z = ")  # z: the coarsest axis (2.5 mm), first
+    assert sorted(a[0] for a in alts) == ["x", "y", "z"]
+    gallery = [im["alt"] for im in p.images if im.get("class") == "overlay" and "wrong voxels" not in im["alt"]]
+    assert len(gallery) == 1 and ": z = " in gallery[0]  # the one test case, across the slice axis
     assert "hd95 (mm)" in html and "3D volumes" in html
     assert_self_contained(html)
 
@@ -237,17 +241,17 @@ def test_report_command_prints_the_path(runs, tmp_path, capsys):
 # --------------------------------------------------------------------------- units
 
 
-def test_slices_are_the_truths_middle_and_the_most_wrong():
+def test_planes_go_through_the_largest_error():
     truth = np.zeros((6, 5, 12), np.uint8)
-    truth[1:4, 1:4, 4:9] = 1  # foreground on slices 4..8 along z: middle 6
+    truth[1:4, 1:4, 4:9] = 1  # foreground on slices 4..8 along z: middle (2, 2, 6)
     pred = truth.copy()
-    pred[:, :, 1] = 2  # 30 wrong voxels on slice 1
-    pred[2, 2, 6] = 0  # 1 wrong voxel on the middle slice
-    assert choose_slices(truth, pred, axis=2) == [("middle", 6), ("largest error", 1)]
-    assert choose_slices(truth, truth, axis=2) == [("middle", 6)]
-    assert choose_slices(truth, pred, axis=0) == [("middle", 2)]  # the most wrong slice across x is the middle one
+    pred[:, :, 1] = 2  # 30 wrong voxels on slice 1: the densest error
+    pred[2, 2, 6] = 0  # 1 wrong voxel elsewhere
+    center = error_center(truth, pred)
+    assert center[2] == 1 and pred[center] != truth[center]
+    assert error_center(truth, truth) == (2, 2, 6)
     empty = np.zeros_like(truth)
-    assert choose_slices(empty, empty, axis=2) == [("middle", 6)]
+    assert error_center(empty, empty) == (3, 2, 6)
 
 
 def test_worst_and_best_cases_are_each_shown_once():

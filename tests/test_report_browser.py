@@ -65,6 +65,11 @@ def report(tmp_path_factory) -> tuple[Path, int]:
         run = build_run_2d(tmp_path_factory.mktemp("browser"), n=10)
     finally:
         torch.set_num_threads(before)
+    from medseg.evaluation.evaluate_run import evaluate_run
+    from medseg.evaluation.quality_fit import fit_quality
+
+    fit_quality(run, reference_cases=5)  # quality control, then the evaluation again with it
+    evaluate_run(run)
     with (run / "evaluation" / "per_image.csv").open() as f:
         n_cases = sum(1 for _ in csv.DictReader(f))
     return write_report(run), n_cases
@@ -86,6 +91,43 @@ def _header(driver, text: str):
     return next(th for th in driver.find_elements(By.CSS_SELECTOR, f"#{PER_CASE_TABLE_ID} thead th") if th.text.strip() == text)
 
 
+def test_first_screen_shows_headline_quality_control_and_gallery(browser, report):
+    """In a 1400x900 window, the headline table, the quality-control section and the gallery's first pictures are
+    visible without scrolling; a click on a picture enlarges it and a second click closes it."""
+    from selenium.webdriver.common.by import By
+
+    path, n_cases = report
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    browser.get(path.resolve().as_uri())
+    height = browser.execute_script("return window.innerHeight")
+    assert height == 900
+
+    def top(selector: str) -> float:
+        return browser.execute_script("const e = document.querySelector(arguments[0]); return e ? e.getBoundingClientRect().top : null",
+                                      selector)
+
+    for selector in ("#headline", "#glance h3", "#gallery .tile img"):
+        t = top(selector)
+        assert t is not None and 0 <= t < height, (selector, t, height)
+    headline = browser.find_element(By.ID, "headline").text
+    assert "Dice" in headline and "HD95" in headline and "NSD" in headline
+    assert "cases to check" in browser.find_element(By.ID, "glance").text
+    tiles = browser.find_elements(By.CSS_SELECTOR, "#gallery .tile")
+    assert len(tiles) == n_cases
+    dice = [float(t.text.split("Dice ")[1].split()[0]) for t in tiles]
+    assert dice == sorted(dice)  # worst first
+    links = browser.find_elements(By.CSS_SELECTOR, "#gallery .tile a")
+    assert len(links) == n_cases and all(Path(a.get_attribute("href").removeprefix("file://")).is_file() for a in links)
+    # click to enlarge, click to close
+    tiles[0].find_element(By.TAG_NAME, "img").click()
+    assert browser.execute_script("return !document.getElementById('zoom').hidden")
+    browser.find_element(By.ID, "zoom").click()
+    assert browser.execute_script("return document.getElementById('zoom').hidden")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "report_first_screen.png").write_bytes(browser.get_screenshot_as_png())
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
 def test_report_renders_sorts_and_is_saved_as_a_screenshot(browser, report):
     path, n_cases = report
     browser.get(path.resolve().as_uri())
@@ -99,7 +141,7 @@ def test_report_renders_sorts_and_is_saved_as_a_screenshot(browser, report):
 
     # every image is decoded and drawn
     sizes = browser.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-    assert len(sizes) >= 1 + 2 + min(n_cases, 6)  # curves, box plots, one overlay per worst/best case
+    assert len(sizes) >= 1 + 2 + min(n_cases, 6) + n_cases  # curves, box plots, worst/best overlays, the gallery
     assert all(done and w > 0 and h > 0 for done, w, h in sizes), sizes
 
     # clicking a header sorts the table by it; a second click reverses

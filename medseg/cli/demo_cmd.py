@@ -76,6 +76,9 @@ def demo(
     with TrainProgress(console, budget) as progress:
         result = train(setup, callbacks=progress)
     console.print(f"{result.epochs} epochs in {result.elapsed:.0f} s; curves in {run / 'plots'}", highlight=False, markup=False)
+    from medseg.cli.train_cmd import fit_quality_control
+
+    fit_quality_control(run)  # the report's quality control, as `train` fits it
     console.rule("4/5 evaluate on the held-out test patients")
     summary = evaluate_run(run)
     print_summary(summary)

@@ -69,6 +69,9 @@ def _register() -> None:
     app.command("inspect")(plan_cmds.inspect)
     app.command("plan")(plan_cmds.plan)
     app.command("calibrate")(calibrate_cmd.calibrate)
+    from medseg.cli import qc_cmd
+
+    app.command("qc")(qc_cmd.qc)
     app.command("report")(report_cmd.report)
     from medseg.cli import export_cmd, relocate_cmd
 

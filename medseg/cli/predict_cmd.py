@@ -31,6 +31,8 @@ def predict(
                                 "A run with onnxruntime is exported to a temporary bundle first."),
     amp: bool = typer.Option(True, help="Run the network in bf16 (fp16 on older GPUs) where training would, as its "
                              "validation did; --no-amp: float32 throughout."),
+    qc: bool = typer.Option(True, help="Quality control (when the run has RUN/quality.json): quality.csv with each case's "
+                            "score, predicted Dice and a 'check this case' flag with its reasons."),
 ) -> None:
     """Predict a mask per image, at the image's original size (3D: exactly on the input's grid)."""
     from medseg.cli.progress import case_progress
@@ -46,11 +48,11 @@ def predict(
         with case_progress(console, "predicting") as on_case:
             written, failed = predictor.predict_files(inputs, out, fmt=format, overlays=overlay,
                                                       save_probabilities=save_probabilities, uncertainty=uncertainty,
-                                                      force=force, overwrite=overwrite, on_case=on_case)
+                                                      force=force, overwrite=overwrite, quality=qc, on_case=on_case)
     finally:
         if handle is not None:
             handle.cleanup()
-    _report(written, failed, out, "masks" if predictor.dims == 2 else "label maps", uncertainty)
+    _report(written, failed, out, "masks" if predictor.dims == 2 else "label maps", uncertainty, qc and predictor.quality is not None)
 
 
 def _predictor(run: Path, backend: str, tta: bool, device: str, calibration: bool, amp: bool):
@@ -79,8 +81,18 @@ def _predictor(run: Path, backend: str, tta: bool, device: str, calibration: boo
         raise
 
 
-def _report(written: list, failed: list, out: Path, what: str, uncertainty: bool = False) -> None:
+def _report(written: list, failed: list, out: Path, what: str, uncertainty: bool = False, qc: bool = False) -> None:
     console.print(f"wrote {len(written)} {what} to {out}", highlight=False, markup=False)
+    if qc and written:
+        import csv
+
+        from medseg.inference.quality import QUALITY_CSV
+
+        with (out / QUALITY_CSV).open(newline="") as f:
+            flagged = [r for r in csv.DictReader(f) if r["check"] == "1"]
+        console.print(f"quality control: {len(flagged)} of {len(written)} case(s) to check"
+                      + (f" ({', '.join(r['case'] for r in flagged[:5])}{', ...' if len(flagged) > 5 else ''})" if flagged else "")
+                      + f"; scores, predicted Dice and reasons in {out / QUALITY_CSV}", highlight=False, markup=False)
     if uncertainty and written:
         from medseg.inference.uncertainty import UNCERTAINTY_CSV
 

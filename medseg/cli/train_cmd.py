@@ -62,6 +62,7 @@ def train(
         distributed.cleanup()
     if not main_rank:
         return
+    fit_quality_control(Path(setup.out))
     from medseg.evaluation.report import write_report
 
     console.print(f"report: {write_report(setup.out)}", highlight=False, markup=False)
@@ -70,6 +71,23 @@ def train(
         f"best epoch {result.best_epoch} ({setup.train.monitor} {result.best_score:.4f})\nrun folder: {escape(str(setup.out))}",
         highlight=False,
     )
+
+
+def fit_quality_control(run: Path) -> None:
+    """Fit the run's quality control on its validation cases (after the time budget, like the report); a failure
+    is reported and leaves the run usable without it."""
+    from medseg.cli.progress import case_progress
+    from medseg.cli.qc_cmd import quality_summary
+    from medseg.evaluation.quality_fit import fit_quality
+
+    try:
+        with case_progress(console, "quality control") as on_case:
+            model = fit_quality(run, on_case=on_case)
+    except (MedsegError, OSError, RuntimeError, ValueError) as e:
+        console.print(f"quality control not fitted ({type(e).__name__}: {e}); fit it later with: medseg qc {run}",
+                      highlight=False, markup=False)
+        return
+    console.print(quality_summary(model), highlight=False, markup=False)
 
 
 @contextmanager

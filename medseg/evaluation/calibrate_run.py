@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 RELIABILITY_PNG = "calibration_reliability.png"
 
 
-def labelled_cases(run_dir: str | Path, subset: str = "val") -> Iterator[LabelledCase]:
-    """Read the cases of ``subset`` one at a time, as the run was trained (2D or 3D)."""
+def labelled_cases(run_dir: str | Path, subset: str = "val", keys: set[str] | None = None) -> Iterator[LabelledCase]:
+    """Read the cases of ``subset`` (only those in ``keys`` when given) one at a time, as the run was trained (2D or 3D)."""
     from medseg.data.labels import LabelScheme
 
     run_dir = Path(run_dir)
@@ -41,7 +41,8 @@ def labelled_cases(run_dir: str | Path, subset: str = "val") -> Iterator[Labelle
     scheme, dims = LabelScheme.from_json(info["labels"]), run_dims(info)
     channels = (info.get("dataset") or {}).get("num_channels") if dims == 3 else None
     for e in entries:
-        yield read_case(e, scheme, dims, channels)
+        if keys is None or e.key in keys:
+            yield read_case(e, scheme, dims, channels)
 
 
 def load_predictor(run_dir: str | Path, *, mirror: bool = False, calibration: bool = False, device: str = "auto") -> Predictor:

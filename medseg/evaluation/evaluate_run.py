@@ -92,7 +92,7 @@ def evaluate_run(
     listing: dict[str, dict] = {}
     for done, entry in enumerate(entries, 1):
         case = read_case(entry, scheme, dims, predictor.num_channels)
-        prediction = predictor.predict(case.image, probabilities=True)
+        prediction = predictor.predict(case.image, probabilities=True, quality=predictor.quality is not None)
         pred = prediction.labels
         reliability.update(prediction.probabilities, case.truth, case.region)
         prediction.probabilities = None
@@ -103,6 +103,8 @@ def evaluate_run(
         row = {"case": case.key, "image": entry.images[0].name, "fov": int(case.region is not None),
                "spacing": spacing_text(spacing), "accuracy": scores_from_confusion(cm)["accuracy"],
                "mean_dice": mean_over_classes(per_class), **wide_row(per_class)}
+        if prediction.quality is not None:
+            row.update(prediction.quality.row())
         rows.append(row)
         pred_path, _ = writer.write(out_dir / "predictions", InputCase(case.key, entry.images), case.image, prediction)
         listing[case.key] = {"image": [str(p.resolve()) for p in entry.images] if dims == 3 else str(entry.images[0].resolve()),
@@ -116,6 +118,8 @@ def evaluate_run(
             on_case(case.key, done, len(entries))
 
     write_rows_csv(out_dir / PER_CASE_CSV[dims], rows)
+    if predictor.quality is not None:
+        extra = {**(extra or {}), "quality_control": held_out_quality(rows, predictor.quality)}
     pooled_scores = scores_from_confusion(pooled)
     summary = summarize(
         metric.rows, list(scheme.names[1:]), tolerance=tolerance, spacing_unit="px" if dims == 2 else "mm", ndim=dims,
@@ -130,6 +134,28 @@ def evaluate_run(
     if overlays and kept:
         _write_overlays(out_dir / "overlays", kept, predictor.colors, overlays)
     return summary
+
+
+def held_out_quality(rows: list[dict], model) -> dict:
+    """How the quality control did on the evaluated cases: cases flagged, and (with enough cases) the score's AUROC
+    for the worst 20% by mean Dice and the Spearman correlation of the predicted with the true Dice."""
+    from scipy.stats import spearmanr
+
+    from medseg.inference.quality import MIN_FIT_CASES, auroc, worst_share
+
+    scored = [r for r in rows if not math.isnan(r["mean_dice"])]
+    out: dict = {"cases": len(rows), "flagged": sum(r["check"] for r in rows), "fitted_on_cases": model.cases,
+                 "mirror_tta": model.mirror, "threshold": model.threshold}
+    if len(scored) >= MIN_FIT_CASES:
+        dice = np.array([r["mean_dice"] for r in scored])
+        score = np.array([r["qc_score"] for r in scored])
+        if np.ptp(dice) > 0 and np.ptp(score) > 0:
+            out["auroc_worst20"] = auroc(score, worst_share(dice))
+            out["spearman_score_dice"] = float(spearmanr(score, dice)[0])
+        predicted = [r["predicted_dice"] for r in scored]
+        if all(p is not None for p in predicted):
+            out["mean_abs_error_predicted_dice"] = float(np.mean(np.abs(np.array(predicted) - dice)))
+    return out
 
 
 def _write_overlays(folder: Path, kept: list, colors: list, n: int) -> None:

@@ -20,6 +20,8 @@ key                definition (P = predicted, G = true voxels of the class)     
 ``sensitivity``    |P∩G| / |G|  (recall)                                         -
 ``vol_diff``       (|P| - |G|) x voxel volume; signed, > 0 = over-segmentation   mm³ (mm²)
 ``vol_diff_rel``   (|P| - |G|) / |G|; signed                                     -
+``vol_true``       |G| x voxel volume (the true volume; with ``vol_diff`` the      mm³ (mm²)
+                   predicted one, for Bland-Altman plots)
 ``hd95``           symmetric 95th-percentile Hausdorff distance of the surfaces  mm
 ``nsd``            normalised surface Dice at ``tolerance`` (mm)                 -
 =================  ===========================================================  ==========
@@ -61,7 +63,7 @@ import numpy as np
 from medseg.evaluation.surface import check_spacing, hausdorff, surface_dice, surface_distances
 
 #: the per-class scores, in column order
-METRICS: tuple[str, ...] = ("dice", "iou", "precision", "sensitivity", "vol_diff", "vol_diff_rel", "hd95", "nsd")
+METRICS: tuple[str, ...] = ("dice", "iou", "precision", "sensitivity", "vol_diff", "vol_diff_rel", "vol_true", "hd95", "nsd")
 #: the per-class voxel counts that pooled scores are made from (kept in rows, not in tables)
 COUNTS: tuple[str, ...] = ("tp", "fp", "fn")
 #: default NSD tolerance, in the units of the spacing (1 mm, or 1 pixel without spacing)
@@ -71,7 +73,7 @@ DEFAULT_TOLERANCE = 1.0
 def units(spacing_unit: str = "mm", ndim: int = 3) -> dict[str, str]:
     """The unit of each metric for a length unit (``"mm"`` or ``"px"``) and dimension."""
     vol = f"{spacing_unit}{'³' if ndim == 3 else '²' if ndim == 2 else f'^{ndim}'}"
-    return {"dice": "", "iou": "", "precision": "", "sensitivity": "", "vol_diff": vol, "vol_diff_rel": "",
+    return {"dice": "", "iou": "", "precision": "", "sensitivity": "", "vol_diff": vol, "vol_diff_rel": "", "vol_true": vol,
             "hd95": spacing_unit, "nsd": ""}
 
 
@@ -103,7 +105,7 @@ def class_metrics(
     n_p, n_g = int(np.count_nonzero(pred)), int(np.count_nonzero(gt))
     tp = int(np.count_nonzero(pred & gt)) if n_p and n_g else 0
     fp, fn = n_p - tp, n_g - tp
-    out: dict[str, float | int] = {"vol_diff": (n_p - n_g) * voxel, "tp": tp, "fp": fp, "fn": fn}
+    out: dict[str, float | int] = {"vol_diff": (n_p - n_g) * voxel, "vol_true": n_g * voxel, "tp": tp, "fp": fp, "fn": fn}
     if n_p == 0 and n_g == 0:
         out.update(dice=1.0, iou=1.0, precision=1.0, sensitivity=1.0, vol_diff_rel=0.0, hd95=0.0, nsd=1.0)
     elif n_p == 0 or n_g == 0:

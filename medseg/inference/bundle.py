@@ -32,6 +32,7 @@ from torch import nn
 import medseg
 from medseg.errors import ConfigError, MedsegError, RunFolderError
 from medseg.inference.sliding_window import GAUSSIAN_SIGMA_SCALE
+from medseg.inference.quality import quality_models, write_quality_models
 from medseg.io.atomic import atomic_path, claim_folder, write_json
 from medseg.io.json_file import read_json_object
 from medseg.models.registry import model_config
@@ -127,6 +128,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, *, overlap: float = 
         "postprocessing": None,
         "source_run": {"path": str(run_dir.resolve()), "written": info.get("written")},
     }
+    models = quality_models(run_dir)
+    if models:  # the bundle's predictions get the same quality control
+        write_quality_models(out_dir, models)
     write_json(out_dir / BUNDLE_FILE, bundle)
     log.info("exported %s (%s, %dD, patch %s) to %s; largest logit difference from PyTorch %.2g",
              run_dir, config.get("name"), dims, "x".join(map(str, patch)), out_dir, difference)

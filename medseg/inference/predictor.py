@@ -26,6 +26,8 @@ from medseg.data.labels import LabelScheme
 from medseg.data.preprocess import Preprocessing, preprocess_from_json
 from medseg.errors import DataError, MedsegError
 from medseg.inference.inputs import check_output_files, check_output_folder, collect_inputs, read_input
+from medseg.inference.quality import (QUALITY_CSV, QualityAssessment, QualityFeatures, QualityModel, pick_model, quality_models,
+                                      write_quality_csv)
 from medseg.inference.sliding_window import predict_probabilities
 from medseg.inference.temperature import apply_temperature
 from medseg.inference.uncertainty import UNCERTAINTY_CSV, CaseUncertainty, case_uncertainty, normalized_entropy, write_uncertainty_csv
@@ -44,6 +46,8 @@ class Prediction:
     probabilities: np.ndarray | None = None  # (K, *S) float32 there, when asked (temperature-scaled when calibrated)
     entropy: np.ndarray | None = None        # (*S) float32 normalised entropy in [0, 1], when asked
     uncertainty: CaseUncertainty | None = None  # the per-case score, when asked
+    features: QualityFeatures | None = None     # the quality-control measures, when asked
+    quality: QualityAssessment | None = None    # their assessment, when asked and the run has a quality model
 
 
 class Predictor:
@@ -60,11 +64,13 @@ class Predictor:
         batch_size: windows per forward pass.
         temperature: the fitted temperature, or ``None``.
         amp: run the network in bf16/fp16 where training would (as its validation did), else float32.
+        quality: the run's quality-control model (:mod:`medseg.inference.quality`), or ``None``.
     """
 
     def __init__(self, model: torch.nn.Module, pre: Preprocessing, scheme: LabelScheme, patch_size: tuple[int, ...],
                  colors: list | None = None, num_channels: int | None = None, overlap: float = 0.5, mirror: bool = False,
-                 device: str = "auto", batch_size: int = 2, temperature: float | None = None, amp: bool = True):
+                 device: str = "auto", batch_size: int = 2, temperature: float | None = None, amp: bool = True,
+                 quality: QualityModel | None = None):
         self.device = resolve_device(device)
         self.amp_dtype = amp_dtype_for(self.device, amp)  # the precision training validated in
         self.model = model.to(self.device).eval()
@@ -73,6 +79,7 @@ class Predictor:
         self.colors = [tuple(c) for c in (colors or scheme.colors())]
         self.patch_size, self.overlap, self.mirror, self.batch_size = tuple(patch_size), overlap, mirror, batch_size
         self.temperature = temperature
+        self.quality = quality
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, overlap: float = 0.5, mirror: bool = False, device: str = "auto",
@@ -84,7 +91,8 @@ class Predictor:
         train = info["train"]
         return cls(load_model(run_dir), preprocess_from_json(info["preprocess"]), scheme, tuple(train["patch_size"]),
                    info.get("display_colors"), (info.get("dataset") or {}).get("num_channels") if run_dims(info) == 3 else None,
-                   overlap, mirror, device, int(train.get("batch_size", 2)), run_temperature(run_dir, calibration), amp)
+                   overlap, mirror, device, int(train.get("batch_size", 2)), run_temperature(run_dir, calibration), amp,
+                   pick_model(quality_models(run_dir), mirror))
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, *, overlap: float | None = None, mirror: bool = False,
@@ -101,11 +109,14 @@ class Predictor:
         return cls(network, preprocess_from_json(b["preprocess"]), LabelScheme.from_json(b["labels"]), patch,
                    b.get("display_colors"), int(b["channels"]) if b["spatial_dims"] == 3 else None,
                    window.get("overlap", 0.5) if overlap is None else overlap, mirror, "cpu",
-                   int(window.get("batch_size", 2)), b.get("temperature") if calibration else None, amp=False)
+                   int(window.get("batch_size", 2)), b.get("temperature") if calibration else None, amp=False,
+                   quality=pick_model(quality_models(bundle_dir), mirror))
 
-    def predict(self, image: ImageData, probabilities: bool = False, uncertainty: bool = False) -> Prediction:
+    def predict(self, image: ImageData, probabilities: bool = False, uncertainty: bool = False,
+                quality: bool = False) -> Prediction:
         """Class ids on ``image``'s own grid (and the class probabilities, the entropy map and the per-case
-        uncertainty score, if asked)."""
+        uncertainty score, if asked; ``quality``: the quality-control measures and, with a quality model, their
+        assessment)."""
         arr = image.array
         if arr.ndim != self.dims + 1:
             raise DataError(f"expected an image with {self.dims} spatial axes (C, {', '.join('xyz'[:self.dims])}), got an "
@@ -119,10 +130,14 @@ class Predictor:
         with autocast_for(self.device, self.amp_dtype):
             probs = predict_probabilities(self.model, torch.from_numpy(x), self.patch_size, overlap=self.overlap,
                                           batch_size=self.batch_size, mirror_axes=mirror_axes, device=self.device)
-        ids, full = self.pre.restore(probs.float().cpu().numpy(), ctx, probabilities or uncertainty)
+        probs = probs.float().cpu().numpy()
+        features = QualityFeatures.of(arr, probs) if quality else None  # uncalibrated, on the working grid
+        ids, full = self.pre.restore(probs, ctx, probabilities or uncertainty)
         if full is not None and self.temperature:
             full = apply_temperature(full, self.temperature)
-        pred = Prediction(ids, full if probabilities else None)
+        pred = Prediction(ids, full if probabilities else None, features=features)
+        if features is not None and self.quality is not None:
+            pred.quality = self.quality.assess(features)
         if uncertainty:
             pred.entropy = normalized_entropy(full)
             pred.uncertainty = case_uncertainty(pred.entropy, ids > 0)
@@ -130,12 +145,13 @@ class Predictor:
 
     def predict_files(self, inputs: list[str | Path], out_dir: str | Path, *, fmt: str = "native", overlays: bool = True,
                       save_probabilities: bool = False, uncertainty: bool = False,
-                      force: bool = False, overwrite: bool = False,
+                      force: bool = False, overwrite: bool = False, quality: bool = True,
                       on_case: Callable[[str, int, int], None] | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
         """Predict every case in ``inputs`` (:func:`~medseg.inference.inputs.collect_inputs`) into ``out_dir``, in
         the input's kind of file (:mod:`medseg.inference.writers`; ``fmt``/``overlays`` for 2D images;
         ``save_probabilities`` adds the class probabilities); ``uncertainty`` adds entropy maps and ``uncertainty.csv`` (one row
-        per case). An ``out_dir`` among the inputs is refused (:func:`~medseg.inference.inputs.check_output_folder`;
+        per case); ``quality`` (when the run has a quality model) adds ``quality.csv``, one row per case with its
+        quality-control score, predicted Dice and "check" flag (:mod:`medseg.inference.quality`). An ``out_dir`` among the inputs is refused (:func:`~medseg.inference.inputs.check_output_folder`;
         ``force`` allows one inside an input folder). Before anything is written, two inputs whose outputs share a
         name are refused, and so are existing files an output would replace unless ``overwrite``
         (:func:`~medseg.inference.inputs.check_output_files`). A case that fails is logged and skipped; ``on_case(name,
@@ -144,22 +160,27 @@ class Predictor:
         writer = ImageWriter(self.scheme, self.colors, fmt, overlays) if self.dims == 2 else VolumeWriter(self.scheme, fmt)
         cases = collect_inputs(inputs, self.dims)
         check_output_folder(out_dir, inputs, cases, force)
-        check_output_files(out_dir, cases, lambda c: writer.targets(out_dir, c, save_probabilities, uncertainty),
-                           [out_dir / UNCERTAINTY_CSV] if uncertainty else [], overwrite)
+        quality = quality and self.quality is not None
+        tables = ([out_dir / UNCERTAINTY_CSV] if uncertainty else []) + ([out_dir / QUALITY_CSV] if quality else [])
+        check_output_files(out_dir, cases, lambda c: writer.targets(out_dir, c, save_probabilities, uncertainty), tables, overwrite)
         out_dir.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails here, once, not per case
         written: list[Path] = []
         failed: list[tuple[str, str]] = []
         rows: list[dict] = []
+        checks: list[dict] = []
         for i, case in enumerate(cases):
             where = str(case.paths[0])
             try:
                 image = read_input(case, self.dims, self.num_channels)
-                pred = self.predict(image, save_probabilities, uncertainty)
+                pred = self.predict(image, save_probabilities, uncertainty, quality)
                 target, entropy_map = writer.write(out_dir, case, image, pred)
                 if pred.uncertainty is not None:
                     rows.append({"case": case.name, **pred.uncertainty.row(), "entropy_map": entropy_map})
+                if pred.quality is not None:
+                    checks.append({"case": case.name, "prediction": target.name, **pred.quality.row()})
                 written.append(target)
-                log.info("[%d/%d] %s -> %s", i + 1, len(cases), case.name, target)
+                flag = f"  CHECK: {'; '.join(pred.quality.reasons)}" if pred.quality is not None and pred.quality.check else ""
+                log.info("[%d/%d] %s -> %s%s", i + 1, len(cases), case.name, target, flag)
             except MedsegError as e:
                 log.error("%s", e)
                 failed.append((where, str(e)))
@@ -170,4 +191,6 @@ class Predictor:
                 on_case(case.name, i + 1, len(cases))
         if uncertainty and rows:
             write_uncertainty_csv(out_dir / UNCERTAINTY_CSV, rows)
+        if checks:
+            write_quality_csv(out_dir / QUALITY_CSV, checks)
         return written, failed

@@ -9,6 +9,7 @@ Layout::
       model.safetensors      best weights      model.json   the model's constructor arguments
       checkpoints/last.*     resumable training state
       calibration.json       the fitted temperature (`medseg calibrate`), applied by predictors
+      quality.json           the quality control fitted on the validation cases (end of training, `medseg qc`)
       history.csv, plots/    curves
       evaluation/            per-image CSV, summary JSON
 """
@@ -46,7 +47,7 @@ def write_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:
 #: Files a training run writes at its top level (besides :data:`RUN_FILE`): found in a folder that is not a run,
 #: they are someone else's, and a new run there is refused rather than replacing them.
 RUN_OUTPUTS = ("model.json", "model.safetensors", "split.json", "labels.json", "history.csv", "validation.json",
-               "calibration.json", "report.html")
+               "calibration.json", "quality.json", "report.html")
 
 
 def check_new_run_folder(run_dir: str | Path) -> None:

@@ -98,3 +98,36 @@ def box_plot(metric: str, values_by_class: dict[str, Sequence[float]]) -> bytes:
     ax.set_title(_plain(metric))
     ax.grid(True, axis="y", alpha=0.3)
     return png_bytes(fig)
+
+
+def bland_altman(pairs_by_class: dict[str, tuple[Sequence[float], Sequence[float]]], unit: str,
+                 colors: Sequence[Sequence[int]] | None = None) -> bytes | None:
+    """Bland-Altman plots, one panel per class: predicted minus true volume against their mean, per case, with
+    the mean difference (bias) and its 95% limits of agreement (bias ± 1.96 SD); ``None`` without data."""
+    panels = [(name, np.asarray(p, float), np.asarray(t, float)) for name, (p, t) in pairs_by_class.items()]
+    panels = [(n, p[np.isfinite(p) & np.isfinite(t)], t[np.isfinite(p) & np.isfinite(t)]) for n, p, t in panels]
+    panels = [x for x in panels if x[1].size]
+    if not panels:
+        return None
+    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    for i, (name, pred, true) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        mean, diff = (pred + true) / 2, pred - true
+        color = tuple(v / 255 for v in colors[i + 1][:3]) if colors and i + 1 < len(colors) else "C0"
+        ax.scatter(mean, diff, s=14, color=color, edgecolor="black", linewidth=0.3)
+        bias = float(diff.mean())
+        ax.axhline(bias, color="black", linewidth=1, label=f"bias {bias:.4g}")
+        if diff.size >= MIN_CI_N:
+            sd = float(diff.std(ddof=1))
+            for sign in (-1, 1):
+                ax.axhline(bias + sign * 1.96 * sd, color="gray", linestyle="--", linewidth=1)
+            ax.set_title(f"{_plain(name)}: limits {bias - 1.96 * sd:.3g} to {bias + 1.96 * sd:.3g}", fontsize=9)
+        else:
+            ax.set_title(f"{_plain(name)} (fewer than {MIN_CI_N} cases: no limits)", fontsize=9)
+        ax.axhline(0, color="#bbbbbb", linewidth=0.8)
+        ax.set_xlabel(f"mean of predicted and true volume ({unit})", fontsize=8)
+        ax.set_ylabel(f"predicted - true ({unit})", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return png_bytes(fig)

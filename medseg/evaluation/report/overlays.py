@@ -1,10 +1,11 @@
 """Pictures of single cases: the image with the prediction filled in and the truth outlined.
 
-A 2D case is shown whole; a 3D case by two slices across its slice axis (the
-axis with the coarsest spacing; the last axis, z, when the spacing is even): the
-middle slice of the truth's foreground extent along that axis, and the slice
-with the most wrong voxels (``pred != truth``). One code path serves both: a 2D
-image is one "slice" that needs no choosing.
+A 2D case is shown whole; a 3D case by three orthogonal planes through its largest
+error (the centre of the densest cluster of wrong voxels, ``pred != truth``; the
+middle of the truth's foreground when nothing is wrong). The prediction is filled
+and the truth outlined, both in the class colours. One code path serves both: a 2D
+image is one "plane" that needs no choosing. :func:`thumbnail` draws one small
+picture per case for the report's gallery.
 
 Conventions: label maps hold class ids ``0..K-1`` (0 = background); images are
 channel-first ``(C, *spatial)`` as :func:`medseg.io.read_image` returns them; a
@@ -32,8 +33,6 @@ from medseg.io import read_image
 
 log = logging.getLogger(__name__)
 
-#: candidate colours for the truth outline; the one farthest from every class colour is used
-_TRUTH_CANDIDATES = ((255, 255, 0), (0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0))
 _AXES = "xyz"
 
 
@@ -53,15 +52,6 @@ class View:
     title: str
     png: bytes
     errors: int  # wrong pixels/voxels in this picture
-
-
-def truth_color(colors: Sequence[Sequence[int]]) -> tuple[int, int, int]:
-    """The outline colour that differs most from all foreground class colours."""
-    cls = np.asarray([c[:3] for c in colors[1:]], dtype=np.float64).reshape(-1, 3)
-    if not cls.size:
-        return _TRUTH_CANDIDATES[0]
-    dist = [float(np.min(np.linalg.norm(cls - np.asarray(c, dtype=np.float64), axis=1))) for c in _TRUTH_CANDIDATES]
-    return _TRUTH_CANDIDATES[int(np.argmax(dist))]
 
 
 def _resolve(path: str, bases: Sequence[Path]) -> Path:
@@ -131,27 +121,20 @@ def slice_axis(spacing: Sequence[float]) -> int:
     return len(s) - 1 if s.max() <= 1.01 * s.min() else int(np.argmax(s))
 
 
-def choose_slices(truth: np.ndarray, pred: np.ndarray, axis: int, region: np.ndarray | None = None) -> list[tuple[str, int]]:
-    """``[("middle", k), ("largest error", k')]`` along ``axis``; one entry when both are the same slice or there is no error.
-
-    The middle is that of the truth's foreground extent (the prediction's when the
-    truth is empty, the volume's when both are).
-    """
-    other = tuple(i for i in range(truth.ndim) if i != axis)
-    k_mid = truth.shape[axis] // 2
+def error_center(truth: np.ndarray, pred: np.ndarray, region: np.ndarray | None = None) -> tuple[int, ...]:
+    """The voxel at the centre of the densest cluster of wrong voxels (a 5-voxel box average of ``pred != truth``,
+    inside ``region``); without errors the middle of the truth's foreground extent (the prediction's when the
+    truth is empty, the volume's when both are)."""
+    wrong = (pred != truth) if region is None else (pred != truth) & region
+    if wrong.any():
+        density = ndimage.uniform_filter(wrong.astype(np.float32), size=5, mode="constant")
+        density[~wrong] = -1  # the centre is itself wrong
+        return tuple(int(i) for i in np.unravel_index(int(np.argmax(density)), wrong.shape))
     for fg in (truth > 0, pred > 0):
-        present = np.flatnonzero(fg.any(axis=other))
-        if present.size:
-            k_mid = int(present[0] + present[-1]) // 2
-            break
-    wrong = pred != truth
-    if region is not None:
-        wrong &= region
-    counts = wrong.sum(axis=other)
-    k_err = int(np.argmax(counts))
-    if counts[k_err] == 0 or k_err == k_mid:
-        return [("middle", k_mid)]
-    return [("middle", k_mid), ("largest error", k_err)]
+        where = np.argwhere(fg)
+        if where.size:
+            return tuple(int(i) for i in (where.min(0) + where.max(0)) // 2)
+    return tuple(n // 2 for n in truth.shape)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -187,11 +170,10 @@ def render(
     window: tuple[float, float],
     spacing: tuple[float, float] = (1.0, 1.0),
     region: np.ndarray | None = None,
-    outline: tuple[int, int, int] | None = None,
-    long_side: tuple[int, int] = (320, 512),
+    long_side: tuple[int, int] = (512, 768),
 ) -> bytes:
     """One 2D picture as PNG bytes: the gray image ``(h, w)``, the prediction ``(h, w)`` as a translucent fill
-    in the class colours, the truth ``(h, w)`` as an outline in ``outline``, outside ``region`` dimmed.
+    in the class colours, the truth ``(h, w)`` outlined in the same class colours, outside ``region`` dimmed.
 
     The picture keeps the physical aspect ratio (``spacing`` = row, column size) and its long
     side is the image's own, brought into ``long_side`` (small slices are enlarged, nearest
@@ -207,15 +189,15 @@ def render(
 
     rgb = np.asarray(Image.fromarray(_display_rgb(image, *window)).resize(size, Image.BILINEAR))
     truth_up, pred_up = _up(truth), _up(pred)
-    out = overlay(rgb, pred_up, colors, alpha=0.4).astype(np.float64)
+    out = overlay(rgb, pred_up, colors, alpha=0.35).astype(np.float64)
     if region is not None:
         out[~_up(region).astype(bool)] *= 0.45
     line = max(1, round(target / 256))
-    color = np.asarray(outline or truth_color(colors), dtype=np.float64)
     for c in np.unique(truth_up):
         if c == 0:
             continue
         mask = truth_up == c
+        color = np.asarray(colors[c][:3] if c < len(colors) else (255, 255, 0), dtype=np.float64)
         out[mask & ~ndimage.binary_erosion(mask, iterations=line, border_value=1)] = color
     buf = io.BytesIO()
     Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8)).save(buf, format="PNG")
@@ -227,24 +209,45 @@ def _cut(arr: np.ndarray, axis: int, k: int) -> np.ndarray:
     return np.take(arr, k, axis=axis).T
 
 
+def _plane(case: CaseArrays, colors: Sequence[Sequence[int]], gray: np.ndarray, window: tuple[float, float],
+           axis: int, k: int, long_side: tuple[int, int] = (512, 768)) -> View:
+    """The plane ``k`` across ``axis`` of a 3D case, drawn."""
+    a, b = (i for i in range(3) if i != axis)
+    truth, pred = _cut(case.truth, axis, k), _cut(case.pred, axis, k)
+    region = _cut(case.fov, axis, k) if case.fov is not None else None
+    wrong = pred != truth
+    errors = int((wrong & region).sum() if region is not None else wrong.sum())
+    png = render(_cut(gray, axis, k), truth, pred, colors, window=window, spacing=(case.spacing[b], case.spacing[a]),
+                 region=region, long_side=long_side)
+    name = _AXES[axis] if axis < len(_AXES) else f"axis {axis}"
+    return View(f"{name} = {k} of {case.truth.shape[axis]}", png, errors)
+
+
+def _whole(case: CaseArrays, colors: Sequence[Sequence[int]], gray: np.ndarray, window: tuple[float, float],
+           long_side: tuple[int, int] = (512, 768)) -> View:
+    wrong = case.pred != case.truth
+    errors = int((wrong & case.fov).sum() if case.fov is not None else wrong.sum())
+    png = render(gray, case.truth, case.pred, colors, window=window, spacing=case.spacing[:2], region=case.fov, long_side=long_side)
+    return View("whole image", png, errors)
+
+
 def case_views(case: CaseArrays, colors: Sequence[Sequence[int]]) -> list[View]:
-    """The pictures of one case: the whole image (2D), or the middle and largest-error slices (3D)."""
+    """The pictures of one case: the whole image (2D), or three orthogonal planes through its largest error (3D),
+    the one across the slice axis first."""
     gray = _gray(case.image)
     window = _window(gray)
     if case.truth.ndim == 2:
-        wrong = case.pred != case.truth
-        errors = int((wrong & case.fov).sum() if case.fov is not None else wrong.sum())
-        png = render(gray, case.truth, case.pred, colors, window=window, spacing=case.spacing[:2], region=case.fov)
-        return [View("whole image", png, errors)]
+        return [_whole(case, colors, gray, window)]
+    center = error_center(case.truth, case.pred, case.fov)
+    first = slice_axis(case.spacing)
+    return [_plane(case, colors, gray, window, axis, center[axis]) for axis in [first] + [i for i in range(3) if i != first]]
+
+
+def thumbnail(case: CaseArrays, colors: Sequence[Sequence[int]], size: int = 200) -> View:
+    """One small picture of a case: the whole image (2D), the plane across the slice axis through its largest error (3D)."""
+    gray = _gray(case.image)
+    window = _window(gray)
+    if case.truth.ndim == 2:
+        return _whole(case, colors, gray, window, (size, size))
     axis = slice_axis(case.spacing)
-    a, b = (i for i in range(3) if i != axis)
-    views = []
-    for tag, k in choose_slices(case.truth, case.pred, axis, case.fov):
-        truth, pred = _cut(case.truth, axis, k), _cut(case.pred, axis, k)
-        region = _cut(case.fov, axis, k) if case.fov is not None else None
-        wrong = pred != truth
-        errors = int((wrong & region).sum() if region is not None else wrong.sum())
-        png = render(_cut(gray, axis, k), truth, pred, colors, window=window, spacing=(case.spacing[b], case.spacing[a]), region=region)
-        name = _AXES[axis] if axis < len(_AXES) else f"axis {axis}"
-        views.append(View(f"{tag} slice, {name} = {k} of {case.truth.shape[axis]}", png, errors))
-    return views
+    return _plane(case, colors, gray, window, axis, error_center(case.truth, case.pred, case.fov)[axis], (size, size))

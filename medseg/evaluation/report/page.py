@@ -55,6 +55,29 @@ img.overlay { image-rendering: pixelated; }
 .swatch { display: inline-block; width: 12px; height: 12px; border: 1px solid #777; vertical-align: -1px; margin-right: 4px; }
 .legend { font-size: 13px; margin: 4px 0 10px; }
 .legend span.item { margin-right: 14px; white-space: nowrap; }
+.glance { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1.25fr); gap: 32px; align-items: start; }
+.glance table { max-width: 100%; }
+.glance h3 { margin-top: 4px; }
+.tiles { display: flex; flex-wrap: wrap; gap: 8px; }
+.tile { border: 1px solid var(--line); border-radius: 4px; padding: 4px; background: #fcfcfd; font-size: 11px; width: 160px; }
+.tile.flagged { border-color: #d9534f; }
+.tile img { display: block; max-width: 150px; max-height: 150px; margin: 0 auto; cursor: zoom-in; }
+.tile-label { overflow-wrap: anywhere; margin-top: 2px; }
+.flag { color: #fff; background: #d9534f; border-radius: 3px; padding: 0 4px; }
+figure img.overlay { cursor: zoom-in; }
+#zoom { position: fixed; inset: 0; z-index: 10; background: rgba(0, 0, 0, 0.85); display: flex; align-items: center;
+        justify-content: center; cursor: zoom-out; }
+#zoom[hidden] { display: none; }
+#zoom img { max-width: 96vw; max-height: 96vh; image-rendering: pixelated; background: #fff; }
+@media print {
+  nav, #zoom { display: none !important; }
+  header { background: none; color: #000; border-bottom: 2px solid #000; }
+  header .meta { color: #333; }
+  main { max-width: none; padding: 0; }
+  .scroll { max-height: none; overflow: visible; border: 0; }
+  .case, .tile, figure, tr { break-inside: avoid; }
+  a { color: inherit; }
+}
 """
 
 # Sorts a table.sortable by the clicked column; a second click reverses. Numbers by value
@@ -80,6 +103,15 @@ JS = """
     });
     rows.forEach(function (r) { body.appendChild(r[2]); });
   }
+  var zoom = document.getElementById('zoom');
+  document.addEventListener('click', function (e) {
+    var t = e.target;
+    if (t.tagName === 'IMG' && t.classList.contains('overlay') && zoom) {
+      var big = zoom.querySelector('img') || zoom.appendChild(document.createElement('img'));
+      big.src = t.src; big.alt = t.alt; zoom.hidden = false;
+    } else if (zoom && !zoom.hidden && zoom.contains(t)) { zoom.hidden = true; }
+  });
+  document.addEventListener('keydown', function (e) { if (e.key === 'Escape' && zoom) { zoom.hidden = true; } });
   Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), function (table) {
     Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
       th.tabIndex = 0;
@@ -117,5 +149,6 @@ def render_page(title: str, meta: Sequence[str], sections: Sequence[Section]) ->
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
         f'<header><h1>{esc(title)}</h1><div class="meta">{" · ".join(esc(m) for m in meta)}</div></header>'
         f"<nav>{nav}</nav><main>{''.join(parts)}</main>"
+        '<div id="zoom" hidden></div>'
         f"<script>{JS}</script></body></html>\n"
     )

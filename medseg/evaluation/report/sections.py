@@ -30,7 +30,7 @@ from medseg.evaluation.report.html import (
     swatch,
     table,
 )
-from medseg.evaluation.report.overlays import case_views, load_case, truth_color
+from medseg.evaluation.report.overlays import case_views, load_case
 from medseg.evaluation.report.page import Section
 
 log = logging.getLogger(__name__)
@@ -317,11 +317,13 @@ def box_plots_section(c: RunContents) -> Section:
     return Section("box-plots", "Box plots", how, f'<div class="grid">{"".join(figs)}</div>')
 
 
-def _legend(c: RunContents) -> str:
-    items = [f'<span class="item">{swatch(c.colors[i])}{esc(name)} (prediction)</span>'
-             for i, name in enumerate(c.scheme.names if c.scheme else []) if i > 0 and i < len(c.colors)]
-    items.append(f'<span class="item">{swatch(truth_color(c.colors))}truth outline</span>')
-    return f'<div class="legend">{"".join(items)}</div>'
+
+def legend(c: RunContents) -> str:
+    """The class colours: each class's prediction is filled and its truth outlined in its colour."""
+    items = [f'<span class="item">{swatch(c.colors[i])}{esc(name)}</span>'
+             for i, name in enumerate(c.scheme.names if c.scheme else []) if 0 < i < len(c.colors)]
+    return (f'<div class="legend">{"".join(items)}<span class="item">filled: prediction; outlined: truth; '
+            'click a picture to enlarge it</span></div>')
 
 
 def _legacy_overlays(c: RunContents) -> str:
@@ -334,8 +336,8 @@ def _legacy_overlays(c: RunContents) -> str:
 
 def cases_section(c: RunContents, n: int = 3) -> Section:
     title = "Worst and best cases"
-    how = ("The cases with the lowest and highest mean Dice: prediction filled in the class colours, the truth outlined; "
-           + ("3D: the middle slice of the truth and the slice with the most wrong voxels." if c.is_3d else "2D: the whole image."))
+    how = ("The cases with the lowest and highest mean Dice: prediction filled in the class colours, the truth outlined in them; "
+           + ("3D: three orthogonal planes through the largest error." if c.is_3d else "2D: the whole image."))
     t = c.per_case
     if t is None:
         return Section("cases", title, how, note("No per-case results to rank."))
@@ -367,7 +369,7 @@ def cases_section(c: RunContents, n: int = 3) -> Section:
         figs = "".join(figure(v.png, f"{v.title}; {v.errors} wrong {'voxels' if c.is_3d else 'pixels'}", "overlay")
                        for v in views)
         blocks.append(f'<div class="case">{head}<div class="views">{figs}</div></div>')
-    return Section("cases", title, how, _legend(c) + f'<div class="grid">{"".join(blocks)}</div>')
+    return Section("cases", title, how, legend(c) + f'<div class="grid">{"".join(blocks)}</div>')
 
 
 def no_evaluation_section() -> Section:
