@@ -51,23 +51,30 @@ def test_left_handed_grid_written_as_the_same_physical_volume(tmp_path):
     np.testing.assert_allclose(back.geometry.origin, last, atol=1e-6)
 
 
-def test_two_series_and_none_chosen_lists_both(tmp_path):
+def test_two_series_the_largest_is_read_unless_one_is_named(tmp_path):
     folder = tmp_path / "study"
-    write_dicom_series(folder, _volume(4), OBLIQUE, modality="CT", series_uid="1.2.3.4.1", description="arterial")
+    write_dicom_series(folder, _volume(4, shape=(1, 10, 8, 5)), OBLIQUE, modality="CT", series_uid="1.2.3.4.1", description="arterial")
     write_dicom_series(
         folder, _volume(5, shape=(1, 10, 8, 3)), OBLIQUE, modality="CT", series_uid="1.2.3.4.2",
         description="venous", file_prefix="V",
     )
     assert sorted(s.uid for s in list_dicom_series(folder)) == ["1.2.3.4.1", "1.2.3.4.2"]
+    assert read_image(folder).array.shape == (1, 10, 8, 5)  # the rule: the largest image series
+    chosen = read_dicom_series(folder, series_uid="1.2.3.4.2")
+    assert chosen.array.shape == (1, 10, 8, 3) and chosen.meta["series_uid"] == "1.2.3.4.2"
+    with pytest.raises(DataError, match="no DICOM series with UID 9.9"):
+        read_dicom_series(folder, series_uid="9.9")
+
+
+def test_two_series_of_one_size_and_none_chosen_lists_both(tmp_path):
+    folder = tmp_path / "study"
+    write_dicom_series(folder, _volume(4), OBLIQUE, modality="CT", series_uid="1.2.3.4.1", description="arterial")
+    write_dicom_series(folder, _volume(5), OBLIQUE, modality="CT", series_uid="1.2.3.4.2", description="venous", file_prefix="V")
     with pytest.raises(DataError) as exc:
         read_image(folder)
     msg = str(exc.value)
-    assert "2 DICOM series" in msg and "1.2.3.4.1" in msg and "1.2.3.4.2" in msg
-    assert "arterial" in msg and "venous" in msg and "3 slice" in msg and "series_uid" in msg
-    chosen = read_dicom_series(folder, series_uid="1.2.3.4.2")
-    assert chosen.array.shape == (1, 10, 8, 3)
-    with pytest.raises(DataError, match="no DICOM series with UID 9.9"):
-        read_dicom_series(folder, series_uid="9.9")
+    assert "2 image series" in msg and "1.2.3.4.1" in msg and "1.2.3.4.2" in msg
+    assert "arterial" in msg and "venous" in msg and "--series-uid" in msg
 
 
 def test_folder_without_dicom_is_an_error(tmp_path):

@@ -72,6 +72,9 @@ def _register() -> None:
     from medseg.cli import qc_cmd
 
     app.command("qc")(qc_cmd.qc)
+    from medseg.cli import deidentify_cmd
+
+    app.command("deidentify")(deidentify_cmd.deidentify)
     app.command("report")(report_cmd.report)
     from medseg.cli import export_cmd, relocate_cmd
 

@@ -13,7 +13,11 @@ def predict(
     run: Path = typer.Argument(..., help="Run folder of `medseg train`, or a bundle of `medseg export`."),
     inputs: list[Path] = typer.Argument(..., help="Image files or folders of images; for 3D runs volume files, folders of volumes, or DICOM series folders."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (and overlays)."),
-    format: str = typer.Option("native", help="2D: native (the training masks' encoding) | index (class ids) | color."),
+    format: str = typer.Option("native", help="2D: native (the training masks' encoding) | index (class ids) | color. "
+                               "3D: native/nifti (the input's format; .nii.gz for DICOM series) | dicom-seg (a DICOM "
+                               "Segmentation object referencing the input series; needs medseg[dicom])."),
+    series_uid: str = typer.Option(None, "--series-uid", help="DICOM folders holding several series: the Series Instance UID "
+                                   "to read (default: the largest image series)."),
     overlay: bool = typer.Option(True, help="2D: also write <name>_overlay.png."),
     tta: bool = typer.Option(False, help="Mirroring test-time augmentation."),
     save_probabilities: bool = typer.Option(False, help="Also write the class probabilities: 3D <case>_probabilities (one channel per class, on the input grid), 2D <name>_probabilities.npy (float32, K x H x W)."),
@@ -48,7 +52,8 @@ def predict(
         with case_progress(console, "predicting") as on_case:
             written, failed = predictor.predict_files(inputs, out, fmt=format, overlays=overlay,
                                                       save_probabilities=save_probabilities, uncertainty=uncertainty,
-                                                      force=force, overwrite=overwrite, quality=qc, on_case=on_case)
+                                                      force=force, overwrite=overwrite, quality=qc, series_uid=series_uid,
+                                                      on_case=on_case)
     finally:
         if handle is not None:
             handle.cleanup()

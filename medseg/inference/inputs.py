@@ -155,10 +155,14 @@ def check_output_files(out_dir: str | Path, cases: list[InputCase], targets: Cal
                           path=out_dir, hint="choose an empty --out folder, or pass --overwrite to replace them")
 
 
-def read_input(case: InputCase, dims: int, num_channels: int | None) -> ImageData:
+def read_input(case: InputCase, dims: int, num_channels: int | None, series_uid: str | None = None) -> ImageData:
     """The image of one case: a 2D image file as it is, or a volume with its channels stacked and checked
-    as for training data."""
+    as for training data; ``series_uid`` names the series of a DICOM folder holding several."""
     if dims == 2:
         return read_image(case.paths[0])
+    if series_uid is not None and len(case.paths) == 1 and case.paths[0].is_dir():
+        from medseg.io.dicom import read_dicom_series
+
+        return read_dicom_series(case.paths[0], series_uid)
     image, _ = load_case(VolumeCase(case.name, case.paths, None, None, num_channels))
     return image

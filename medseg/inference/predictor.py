@@ -80,6 +80,8 @@ class Predictor:
         self.patch_size, self.overlap, self.mirror, self.batch_size = tuple(patch_size), overlap, mirror, batch_size
         self.temperature = temperature
         self.quality = quality
+        self.identity = ""            # the run (folder name and start), named in DICOM SEG outputs
+        self.label_codes: dict = {}   # user-given segment codes by label value (labels.json "codes")
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, overlap: float = 0.5, mirror: bool = False, device: str = "auto",
@@ -89,10 +91,13 @@ class Predictor:
         info = read_run_info(run_dir)
         scheme = LabelScheme.from_json(info["labels"])
         train = info["train"]
-        return cls(load_model(run_dir), preprocess_from_json(info["preprocess"]), scheme, tuple(train["patch_size"]),
-                   info.get("display_colors"), (info.get("dataset") or {}).get("num_channels") if run_dims(info) == 3 else None,
-                   overlap, mirror, device, int(train.get("batch_size", 2)), run_temperature(run_dir, calibration), amp,
-                   pick_model(quality_models(run_dir), mirror))
+        predictor = cls(load_model(run_dir), preprocess_from_json(info["preprocess"]), scheme, tuple(train["patch_size"]),
+                        info.get("display_colors"), (info.get("dataset") or {}).get("num_channels") if run_dims(info) == 3 else None,
+                        overlap, mirror, device, int(train.get("batch_size", 2)), run_temperature(run_dir, calibration), amp,
+                        pick_model(quality_models(run_dir), mirror))
+        predictor.identity = f"{run_dir.resolve().name} {info.get('written', '')}".strip()
+        predictor.label_codes = _label_codes(run_dir)
+        return predictor
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, *, overlap: float | None = None, mirror: bool = False,
@@ -106,11 +111,14 @@ class Predictor:
         window = b["sliding_window"]
         patch = tuple(int(p) for p in window["patch_size"])
         network = OnnxNetwork(bundle_dir / b["network"]["file"], int(b["channels"]), patch)
-        return cls(network, preprocess_from_json(b["preprocess"]), LabelScheme.from_json(b["labels"]), patch,
-                   b.get("display_colors"), int(b["channels"]) if b["spatial_dims"] == 3 else None,
-                   window.get("overlap", 0.5) if overlap is None else overlap, mirror, "cpu",
-                   int(window.get("batch_size", 2)), b.get("temperature") if calibration else None, amp=False,
-                   quality=pick_model(quality_models(bundle_dir), mirror))
+        predictor = cls(network, preprocess_from_json(b["preprocess"]), LabelScheme.from_json(b["labels"]), patch,
+                        b.get("display_colors"), int(b["channels"]) if b["spatial_dims"] == 3 else None,
+                        window.get("overlap", 0.5) if overlap is None else overlap, mirror, "cpu",
+                        int(window.get("batch_size", 2)), b.get("temperature") if calibration else None, amp=False,
+                        quality=pick_model(quality_models(bundle_dir), mirror))
+        source = b.get("source_run") or {}
+        predictor.identity = f"{Path(str(source.get('path', bundle_dir))).name} {source.get('written', '')}".strip()
+        return predictor
 
     def predict(self, image: ImageData, probabilities: bool = False, uncertainty: bool = False,
                 quality: bool = False) -> Prediction:
@@ -145,19 +153,20 @@ class Predictor:
 
     def predict_files(self, inputs: list[str | Path], out_dir: str | Path, *, fmt: str = "native", overlays: bool = True,
                       save_probabilities: bool = False, uncertainty: bool = False,
-                      force: bool = False, overwrite: bool = False, quality: bool = True,
+                      force: bool = False, overwrite: bool = False, quality: bool = True, series_uid: str | None = None,
                       on_case: Callable[[str, int, int], None] | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
         """Predict every case in ``inputs`` (:func:`~medseg.inference.inputs.collect_inputs`) into ``out_dir``, in
         the input's kind of file (:mod:`medseg.inference.writers`; ``fmt``/``overlays`` for 2D images;
         ``save_probabilities`` adds the class probabilities); ``uncertainty`` adds entropy maps and ``uncertainty.csv`` (one row
-        per case); ``quality`` (when the run has a quality model) adds ``quality.csv``, one row per case with its
+        per case); ``series_uid`` picks the series of DICOM folders holding several; ``quality`` (when the run has a quality model) adds ``quality.csv``, one row per case with its
         quality-control score, predicted Dice and "check" flag (:mod:`medseg.inference.quality`). An ``out_dir`` among the inputs is refused (:func:`~medseg.inference.inputs.check_output_folder`;
         ``force`` allows one inside an input folder). Before anything is written, two inputs whose outputs share a
         name are refused, and so are existing files an output would replace unless ``overwrite``
         (:func:`~medseg.inference.inputs.check_output_files`). A case that fails is logged and skipped; ``on_case(name,
         done, total)`` follows each case. Returns (written files, [(input, reason)] failures)."""
         out_dir = Path(out_dir)
-        writer = ImageWriter(self.scheme, self.colors, fmt, overlays) if self.dims == 2 else VolumeWriter(self.scheme, fmt)
+        writer = ImageWriter(self.scheme, self.colors, fmt, overlays) if self.dims == 2 else \
+            VolumeWriter(self.scheme, fmt, self.identity, self.label_codes)
         cases = collect_inputs(inputs, self.dims)
         check_output_folder(out_dir, inputs, cases, force)
         quality = quality and self.quality is not None
@@ -171,7 +180,7 @@ class Predictor:
         for i, case in enumerate(cases):
             where = str(case.paths[0])
             try:
-                image = read_input(case, self.dims, self.num_channels)
+                image = read_input(case, self.dims, self.num_channels, series_uid)
                 pred = self.predict(image, save_probabilities, uncertainty, quality)
                 target, entropy_map = writer.write(out_dir, case, image, pred)
                 if pred.uncertainty is not None:
@@ -194,3 +203,14 @@ class Predictor:
         if checks:
             write_quality_csv(out_dir / QUALITY_CSV, checks)
         return written, failed
+
+
+def _label_codes(run_dir: Path) -> dict:
+    """User-given segment codes by label value from ``RUN/labels.json`` (``"codes"``), if any."""
+    path = run_dir / "labels.json"
+    if not path.is_file():
+        return {}
+    from medseg.io.json_file import read_json_object
+
+    codes = read_json_object(path).get("codes")
+    return {str(k): v for k, v in codes.items() if isinstance(v, dict) and "value" in v} if isinstance(codes, dict) else {}

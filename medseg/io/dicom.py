@@ -3,7 +3,8 @@
 A folder holding the slice files of one series is read as one volume, with the
 same ``(C, x, y, z)`` convention and ITK geometry as :mod:`medseg.io.volume`.
 Only the folder itself is searched (not subfolders). When a folder holds
-several series, the one to read must be named by its Series Instance UID.
+several series, the one named by its Series Instance UID is read, else the one
+:mod:`medseg.io.dicom_choice` picks (the largest image series).
 
 ``write_dicom_series`` exports a 3D array as one file per slice, with image
 position/orientation written from the geometry (oblique directions and
@@ -24,6 +25,7 @@ import SimpleITK as sitk
 from medseg.errors import DataError
 from medseg.io.atomic import atomic_path
 from medseg.io.base import Geometry, ImageData
+from medseg.io.dicom_choice import choose_series
 from medseg.io.volume import _itk_message, image_data_to_sitk, sitk_to_image_data
 from medseg.io.volume_checks import MAX_COMPRESSION_RATIO, dicom_file_meta, read_information
 
@@ -89,12 +91,15 @@ def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
     return series
 
 
-def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> ImageData:
-    """Read one DICOM series from ``folder`` as ``(1, x, y, z)`` :class:`ImageData`.
+def series_files(folder: str | Path, series_uid: str | None) -> tuple[Path, ...]:
+    """The slice files of the series read from ``folder`` (by its UID; the rule's choice without one)."""
+    folder = Path(folder)
+    return choose_series(list_dicom_series(folder), folder, series_uid).files
 
-    With several series in the folder, ``series_uid`` must name one; otherwise a
-    :class:`DataError` lists the series found.
-    """
+
+def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> ImageData:
+    """Read one DICOM series from ``folder`` as ``(1, x, y, z)`` :class:`ImageData`: the one ``series_uid``
+    names, else the one :func:`~medseg.io.dicom_choice.choose_series` picks by its rule."""
     folder = Path(folder)
     series = list_dicom_series(folder)
     if not series:
@@ -103,24 +108,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
             path=folder,
             hint="point to the folder that directly holds the slice files (subfolders are not searched)",
         )
-    listing = "\n".join(f"    - {s.describe()}" for s in series)
-    if series_uid is None:
-        if len(series) > 1:
-            raise DataError(
-                f"folder holds {len(series)} DICOM series; choose one:\n{listing}",
-                path=folder,
-                hint="pass series_uid=<one of the UIDs above>, or move each series into its own folder",
-            )
-        chosen = series[0]
-    else:
-        matches = [s for s in series if s.uid == series_uid]
-        if not matches:
-            raise DataError(
-                f"no DICOM series with UID {series_uid}; the folder holds:\n{listing}",
-                path=folder,
-                hint="pass one of the UIDs listed",
-            )
-        chosen = matches[0]
+    chosen = choose_series(series, folder, series_uid)
     check_series_files(folder, chosen, series)
     first = sitk.ImageFileReader()  # ITK allocates the volume its first slice's header declares, then reads
     first.SetImageIO("GDCMImageIO")
