@@ -134,3 +134,28 @@ def test_refuses_an_output_inside_the_input_and_a_foreign_mapping_file(study, tm
     (tmp_path / "mine.csv").write_text("keep me")
     run_cli("deidentify", src, tmp_path / "o", "--mapping", tmp_path / "mine.csv", code=2)
     assert (tmp_path / "mine.csv").read_text() == "keep me"
+
+
+def test_real_headers_shipped_with_pydicom(tmp_path):
+    """pydicom's own CT and MR test files (real scanner headers, with private tags): identity gone, pixels unchanged."""
+    from pydicom.data import get_testdata_file
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        path = get_testdata_file(name, download=False)
+        if path is None:
+            pytest.skip(f"pydicom's test file {name} is not installed")
+        (src / name).write_bytes(open(path, "rb").read())
+    run_cli("deidentify", src, tmp_path / "out")
+    tags = _table_tags()
+    assert any(e.tag.is_private for e in pydicom.dcmread(src / "CT_small.dcm"))
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        orig, new = pydicom.dcmread(src / name), pydicom.dcmread(tmp_path / "out" / name)
+        assert not any(e.tag.is_private for e in new)
+        assert new.PixelData == orig.PixelData
+        for tag in tags["X_TAGS"]:
+            assert tag not in new
+        for key in ("PatientName", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "StudyDate"):
+            if key in orig and str(orig.data_element(key).value):
+                assert key not in new or str(new.data_element(key).value) != str(orig.data_element(key).value), key

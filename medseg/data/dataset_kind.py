@@ -28,7 +28,8 @@ def is_volume_dataset(path: str | Path) -> bool:
 
     True for a folder with ``dataset.json`` (Decathlon / nnU-Net), an ``imagesTr/``
     folder, or an ``images/`` folder holding volume files (``.nii.gz``, ``.nrrd``,
-    ``.mha``, ...) or DICOM series folders (``*.dcm`` files). Reads no image data.
+    ``.mha``, ...) or DICOM series folders (``*.dcm`` files), or, without ``images/``,
+    a tree holding DICOM SEG files. Reads no image data.
     """
     root = Path(path)
     if not root.is_dir():
@@ -36,7 +37,11 @@ def is_volume_dataset(path: str | Path) -> bool:
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
         return True
     images = root / "images"
-    if not (images.is_dir() and _holds_volumes(images)):
+    if not images.is_dir():
+        from medseg.data.dicom_layout import has_seg_files
+
+        return has_seg_files(root)  # DICOM series with DICOM SEG labels
+    if not _holds_volumes(images):
         return False
     flat = [p for p in filter(_visible, images.iterdir()) if p.is_file()]
     pictures = [p for p in flat if p.suffix.lower() in IMAGE_SUFFIXES]

@@ -1,6 +1,6 @@
 """3D dataset layouts: find the cases (image channels + label) of a dataset folder.
 
-Three layouts are recognised, in this order:
+Four layouts are recognised, in this order:
 
 1. **Medical Segmentation Decathlon** (``dataset.json`` with a ``"training"`` list
    of ``{"image", "label"}``, ``"labels"`` value->name, ``"modality"``). A
@@ -17,6 +17,9 @@ Three layouts are recognised, in this order:
    folders. If every image name ends in ``_0000``-style channel numbers (and
    no label carries the same name), files are grouped into channels as in nnU-Net.
 
+4. **DICOM series with DICOM SEG labels** (no ``dataset.json``, no ``images/``): see
+   :mod:`medseg.data.dicom_layout`.
+
 Hidden files (``.DS_Store``, macOS ``._*`` copies) are ignored everywhere.
 ``dataset_info["labels"]`` is always ``{value (int): name}``; it is ``None`` for
 plain folders (then only "integer and >= 0" is checked).
@@ -29,6 +32,7 @@ import re
 from pathlib import Path
 
 
+from medseg.data.dicom_layout import discover_dicom_seg, has_seg_files
 from medseg.data.volume_case import VolumeCase
 from medseg.errors import DataError
 from medseg.io.base import file_suffix
@@ -138,6 +142,8 @@ def discover_volume_cases(root: str | Path, *, require_labels: bool = True) -> t
                 path=js,
                 hint="see the dataset-layout section of the README",
             )
+    elif not any((root / n).is_dir() for n in ("images", "imagesTr")) and has_seg_files(root):
+        cases, info = discover_dicom_seg(root, require_labels)
     else:
         cases, info = _discover_folders(root, require_labels)
     if not cases:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.errors import DataError
-from medseg.io.base import Geometry, ImageData
+from medseg.io.base import Geometry, ImageData, file_suffix
 from medseg.io.volume import check_finite, read_volume, read_volume_header
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,12 @@ def load_case(case: VolumeCase, *, labels: dict[int, str] | tuple[int, ...] | No
     if case.label is None:
         return image, None
 
-    lab = read_volume(case.label, 3)
+    if case.label.suffix.lower() == ".dcm" or not file_suffix(case.label):
+        from medseg.io.dicom_seg_read import is_seg_file, read_seg_label
+
+        lab = read_seg_label(case.label, image) if is_seg_file(case.label) else read_volume(case.label, 3)
+    else:
+        lab = read_volume(case.label, 3)
     if lab.array.shape[0] != 1:
         raise DataError(f"case '{case.key}': a label map must have one channel, got {lab.array.shape[0]}", path=case.label)
     diffs = grid_differences(image.spatial_shape, image.geometry, lab.spatial_shape, lab.geometry)

@@ -102,7 +102,13 @@ def load_case(entry: dict, bases: Sequence[Path], scheme: LabelScheme | None) ->
         if not entry.get(key):
             raise DataError(f"cases.json entry has no {key!r}")
     image = read_image(_paths(entry["image"], bases)[0])
-    truth = read_class_ids(_paths(entry["label"], bases), scheme)
+    label_paths = _paths(entry["label"], bases)
+    from medseg.io.dicom_seg_read import is_seg_file, read_seg_label
+
+    if len(label_paths) == 1 and image.array.ndim == 4 and is_seg_file(label_paths[0]):  # a DICOM SEG: on the image's grid
+        truth = _codes_to_ids(read_seg_label(label_paths[0], image).array[0], scheme, label_paths[0])
+    else:
+        truth = read_class_ids(label_paths, scheme)
     pred = read_class_ids(_paths(entry["prediction"], bases), scheme)
     shape = image.spatial_shape
     if truth.shape != shape or pred.shape != shape:
