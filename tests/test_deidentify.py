@@ -58,6 +58,9 @@ def study(tmp_path_factory):
                 ds.add_new(tag, dictionary_VR(tag), FILL[dictionary_VR(tag)])
         ds.PatientName, ds.PatientID, ds.PatientSex, ds.PatientAge = "Doe^Jane", "MRN-123", "F", "042Y"
         ds.StudyDate = "20200102"
+        item = pydicom.Dataset()  # a sequence the table does not list, holding identity and a coding UID
+        item.PatientName, item.StudyDate, item.ContextUID = "Doe^Nested", "20200103", "1.2.840.10008.6.1.308"
+        ds.AnatomicRegionSequence = pydicom.Sequence([item])
         block = ds.private_block(0x0011, "ACME", create=True)
         block.add_new(0x01, "LO", "private secret")
         ds.save_as(f)
@@ -75,6 +78,7 @@ def study(tmp_path_factory):
         if burned:
             ds.BurnedInAnnotation = burned
         ds.save_as(src / name)
+    (src / "DICOMDIR").write_bytes((src / "us.dcm").read_bytes())  # stands for an export's index of patients
     return src, files
 
 
@@ -88,7 +92,9 @@ def test_basic_profile_uids_pixels_and_burned_in(study, tmp_path):
     out = tmp_path / "out"
     run_cli("deidentify", src, out, code=1)  # one file refused (burned-in annotation YES)
     assert _digest(src) == before  # the input is not altered
-    assert not (out / "burned.dcm").exists() and (out / "us.dcm").is_file()
+    assert not (out / "burned.dcm").exists() and (out / "us.dcm").is_file() and not (out / "DICOMDIR").exists()
+    checksums = (out / "pixel_checksums.csv").read_text().splitlines()
+    assert checksums[0].startswith("file,pixel_sha256") and len(checksums) == 1 + len(files) + 2  # series, SEG, us
     mapping = tmp_path / "out.uid_mapping.csv"
     assert mapping.is_file() and not (out / mapping.name).exists()
     tags = _table_tags()
@@ -107,6 +113,9 @@ def test_basic_profile_uids_pixels_and_burned_in(study, tmp_path):
         assert not any(e.tag.is_private for e in ds)
         assert ds.PixelData == orig.PixelData
         assert str(ds.PatientName) != "Doe^Jane" and ds.get("PatientID") != "MRN-123"
+        nested = ds.AnatomicRegionSequence[0]  # the profile applies inside sequences too; a coding UID is kept
+        assert str(nested.get("PatientName", "")) != "Doe^Nested" and nested.get("StudyDate") != "20200103"
+        assert nested.ContextUID == "1.2.840.10008.6.1.308"
     # UIDs consistent: the series still groups, the SEG references the new series and its slices
     new = [pydicom.dcmread(out / "mr" / f.name) for f in files]
     assert len({d.SeriesInstanceUID for d in new}) == 1 and new[0].SeriesInstanceUID != originals[files[0].name].SeriesInstanceUID
@@ -115,22 +124,28 @@ def test_basic_profile_uids_pixels_and_burned_in(study, tmp_path):
     referenced = {i.ReferencedSOPInstanceUID for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced and referenced <= {d.SOPInstanceUID for d in new}
     assert seg.StudyInstanceUID == new[0].StudyInstanceUID and seg.FrameOfReferenceUID == new[0].FrameOfReferenceUID
+    sources = {g.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID for g in seg.PerFrameFunctionalGroupsSequence}
+    assert sources and sources <= {d.SOPInstanceUID for d in new}  # per-frame source references kept and mapped
     # the de-identified series is still one readable volume
     assert read_dicom_series(out / "mr").array.shape == (1, 12, 10, 4)
 
 
 def test_options_keep_dates_and_patient_characteristics(study, tmp_path):
     src, files = study
-    run_cli("deidentify", src, tmp_path / "out", "--keep-dates", "--keep-patient-characteristics", "--allow-burned-in")
+    run_cli("deidentify", src, tmp_path / "out", "--keep-dates", "--keep-patient-characteristics", "--allow-burned-in", code=1)  # the DICOMDIR
     ds = pydicom.dcmread(tmp_path / "out" / "mr" / files[0].name)
     assert (ds.StudyDate, ds.PatientSex, ds.PatientAge) == ("20200102", "F", "042Y")
     assert str(ds.PatientName) != "Doe^Jane"
     assert (tmp_path / "out" / "burned.dcm").is_file()
 
 
-def test_refuses_an_output_inside_the_input_and_a_foreign_mapping_file(study, tmp_path):
+def test_refuses_an_output_inside_the_input_and_a_mapping_inside_either(study, tmp_path):
     src, _ = study
+    before = _digest(src)
     run_cli("deidentify", src, src / "out", code=2)
+    run_cli("deidentify", src, tmp_path / "o", "--mapping", src / "map.csv", code=2)
+    run_cli("deidentify", src, tmp_path / "o", "--mapping", tmp_path / "o" / "map.csv", code=2)
+    assert _digest(src) == before and not (tmp_path / "o").exists()
     (tmp_path / "mine.csv").write_text("keep me")
     run_cli("deidentify", src, tmp_path / "o", "--mapping", tmp_path / "mine.csv", code=2)
     assert (tmp_path / "mine.csv").read_text() == "keep me"

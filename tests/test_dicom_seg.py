@@ -175,3 +175,33 @@ def test_predict_to_seg_matches_the_nifti_prediction(blob_run, tmp_path):
     assert np.array_equal(decoded, nifti)
     assert files and not (tmp_path / "seg" / "case.nii.gz").exists()
     shutil.rmtree(tmp_path / "seg")
+
+
+def test_medseg_reads_seg_back_as_label_values_binary_fractional_too(study, tmp_path):
+    from pydicom.sr.codedict import codes
+
+    from medseg.inference.dicom_seg import sorted_source
+    from medseg.io.dicom_seg_read import read_seg_label
+
+    folder, _, labels = study
+    volume = read_dicom_series(folder)
+    files = [s for s in list_dicom_series(folder) if s.uid == volume.meta["series_uid"]][0].files
+    ids = np.select([labels == 1, labels == 2], [1, 3], 0).astype(np.uint8)  # class 2 absent
+    values = [0, 3, 5, 7]
+    seg = write_dicom_seg(tmp_path / "a.seg.dcm", files, ids, volume.geometry, class_names=["bg", "a", "b", "c"],
+                          class_values=values, run_id="t")
+    assert np.array_equal(read_seg_label(seg, volume).array[0], np.asarray(values)[ids])
+    # a FRACTIONAL SEG as other tools write it: a voxel belongs to the segment at probability 0.5 or more
+    datasets = sorted_source(files)
+    frames = np.stack([(labels[:, :, k].T == 1) * 0.8 + (labels[:, :, k].T == 2) * 0.3 for k in range(labels.shape[2])])
+    algorithm = hd.AlgorithmIdentificationSequence(name="other", family=codes.cid7162.ArtificialIntelligence, version="1")
+    fractional = hd.seg.Segmentation(
+        source_images=datasets, pixel_array=frames.astype(np.float32), segmentation_type="FRACTIONAL",
+        segment_descriptions=[hd.seg.SegmentDescription(
+            segment_number=1, segment_label="Anterior", segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm)],
+        series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(), instance_number=1, manufacturer="x",
+        manufacturer_model_name="x", software_versions="1", device_serial_number="1")
+    fractional.save_as(tmp_path / "f.dcm")
+    assert np.array_equal(read_seg_label(tmp_path / "f.dcm", volume).array[0], (labels == 1).astype(np.uint8))

@@ -110,6 +110,12 @@ def test_inconsistent_segment_numbers_and_a_missing_series_are_refused(dataset, 
     renumbered.save_as(bad / "seg" / "b.dcm")
     with pytest.raises(DataError, match="segment 1 is 'Anterior' in a.dcm but 'Posterior' in b.dcm"):
         discover_volume_cases(bad)
+    lone = pydicom.dcmread(root / "seg" / "hippocampus_003.dcm")  # 'Anterior' as a new number, 3
+    lone.SegmentSequence = pydicom.Sequence([x for x in lone.SegmentSequence if int(x.SegmentNumber) == 2])
+    lone.SegmentSequence[0].SegmentNumber, lone.SegmentSequence[0].SegmentLabel = 3, "Anterior"
+    lone.save_as(bad / "seg" / "b.dcm")
+    with pytest.raises(DataError, match="segment 'Anterior' is number 3 in b.dcm but 1 in a.dcm"):
+        discover_volume_cases(bad)
     shutil.rmtree(bad / "series" / "b")
     shutil.copy(root / "seg" / "hippocampus_003.dcm", bad / "seg" / "b.dcm")
     with pytest.raises(DataError, match="not in the dataset folder") as e:

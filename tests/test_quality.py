@@ -19,14 +19,17 @@ from tests.conftest import run_cli
 from tests.helpers2d import write_disc_dataset
 
 
-def test_score_is_the_worst_class_uncertain_band_relative_to_its_predicted_size():
+def test_score_is_the_worst_class_uncertain_share():
     probs = np.zeros((3, 10, 10), np.float32)
     probs[0] = 1.0
     probs[:, :2] = [[[0.0]], [[1.0]], [[0.0]]]          # class 1: 20 certain pixels
     probs[:, 2:4] = [[[0.0]], [[0.0]], [[1.0]]]         # class 2: 20 pixels ...
     probs[:, 4:5] = [[[0.4]], [[0.0]], [[0.6]]]         # ... and 10 where it hesitates with the background (30 predicted)
     f = QualityFeatures.of(np.ones((1, 10, 10), np.float32), probs)
-    assert f.worst_class == 2 and f.score == pytest.approx(10 / 30)
+    assert f.worst_class == 2 and f.score == pytest.approx(10 / (10 + 30))
+    missed = np.zeros((2, 4, 4), np.float32)
+    missed[0], missed[1, 0, 0], missed[0, 0, 0] = 1.0, 0.3, 0.7  # hesitated over, predicted nowhere: at most 1
+    assert QualityFeatures.of(np.ones((1, 4, 4), np.float32), missed).score == 1.0
     assert f.foreground == pytest.approx(0.5)
 
 

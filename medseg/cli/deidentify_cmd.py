@@ -27,7 +27,11 @@ def deidentify(
     from medseg.io.atomic import OWNER_MARK, claim_folder
     from medseg.io.deidentify import deidentify_folder
 
+    from medseg.io.deidentify import check_paths
+
+    out = out.resolve()
     mapping = mapping or out.with_name(out.name + ".uid_mapping.csv")
+    check_paths(src, out, mapping)
     if mapping.exists() and not (out / OWNER_MARK).is_file():
         raise ConfigError("the UID mapping file exists and was not written by an earlier run into this folder", path=mapping,
                           hint="choose another --mapping, or move that file away")

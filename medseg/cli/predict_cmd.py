@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -11,7 +12,7 @@ from medseg.cli.main import console
 
 def predict(
     run: Path = typer.Argument(..., help="Run folder of `medseg train`, or a bundle of `medseg export`."),
-    inputs: list[Path] = typer.Argument(..., help="Image files or folders of images; for 3D runs volume files, folders of volumes, or DICOM series folders."),
+    inputs: Optional[list[Path]] = typer.Argument(None, help="Image files or folders of images; for 3D runs volume files, folders of volumes, or DICOM series folders."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (and overlays)."),
     format: str = typer.Option("native", help="2D: native (the training masks' encoding) | index (class ids) | color. "
                                "3D: native/nifti (the input's format; .nii.gz for DICOM series) | dicom-seg (a DICOM "
@@ -35,6 +36,11 @@ def predict(
                                 "A run with onnxruntime is exported to a temporary bundle first."),
     amp: bool = typer.Option(True, help="Run the network in bf16 (fp16 on older GPUs) where training would, as its "
                              "validation did; --no-amp: float32 throughout."),
+    manifest: Optional[Path] = typer.Option(None, help="A cohort: a CSV with a 'path' column (and optionally 'id' and "
+                                            "columns kept in the status file), or a folder of studies. Resumable: "
+                                            "OUT/manifest_status.csv, failures in OUT/failures.csv, progress in OUT/cohort.log."),
+    max_failures: Optional[int] = typer.Option(None, min=0, help="--manifest: stop when more studies than this have failed."),
+    engine: str = typer.Option("inprocess", help="--manifest: inprocess (the only engine so far)."),
     qc: bool = typer.Option(True, help="Quality control (when the run has RUN/quality.json): quality.csv with each case's "
                             "score, predicted Dice and a 'check this case' flag with its reasons."),
 ) -> None:
@@ -42,12 +48,27 @@ def predict(
     from medseg.cli.progress import case_progress
     from medseg.inference.bundle import OnnxNetwork
 
+    from medseg.errors import ConfigError
+
+    if (manifest is None) == (not inputs):
+        raise ConfigError("give the inputs, or --manifest COHORT (not both)", hint="medseg predict RUN scans/ --out OUT")
+    if manifest is None and (max_failures is not None or engine != "inprocess"):
+        raise ConfigError("--max-failures and --engine apply to --manifest cohorts")
+    if engine != "inprocess":
+        raise ConfigError(f"unknown --engine '{engine}'", hint="inprocess (a Ray engine is not built yet)")
     tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
     predictor, handle = _predictor(run, backend, tta, device, calibration, amp)
     engine = "onnxruntime, float32" if isinstance(predictor.model, OnnxNetwork) else \
         f"torch, {str(predictor.amp_dtype).removeprefix('torch.') if predictor.amp_dtype else 'float32'}"
     console.print(f"backend: {engine} on {predictor.device}" + (" (--backend auto)" if backend == "auto" else ""),
                   highlight=False, markup=False)
+    if manifest is not None:
+        try:
+            _cohort(predictor, manifest, out, format, max_failures, series_uid, qc)
+        finally:
+            if handle is not None:
+                handle.cleanup()
+        return
     try:
         with case_progress(console, "predicting") as on_case:
             written, failed = predictor.predict_files(inputs, out, fmt=format, overlays=overlay,
@@ -58,6 +79,23 @@ def predict(
         if handle is not None:
             handle.cleanup()
     _report(written, failed, out, "masks" if predictor.dims == 2 else "label maps", uncertainty, qc and predictor.quality is not None)
+
+
+def _cohort(predictor, manifest: Path, out: Path, fmt: str, max_failures, series_uid, qc: bool) -> None:
+    from medseg.cli.progress import case_progress
+    from medseg.inference.cohort import FAILURES_CSV, STATUS_CSV, read_manifest, run_cohort, studies_of
+
+    if not qc:
+        predictor.quality = None
+    studies = studies_of([manifest], predictor.dims) if manifest.is_dir() else read_manifest(manifest, predictor.dims)
+    with case_progress(console, "cohort") as on_study:
+        result = run_cohort(predictor, studies, out, fmt=fmt, max_failures=max_failures, series_uid=series_uid, on_study=on_study)
+    console.print(f"cohort: {result.done} predicted, {result.skipped} already done, {len(result.failed)} failed "
+                  f"of {len(studies)}; status in {out / STATUS_CSV}", highlight=False, markup=False)
+    if result.failed:
+        console.print(f"[red]{len(result.failed)} failed[/] (listed in {out / FAILURES_CSV})"
+                      + ("; stopped by --max-failures" if result.stopped else "; rerun the command to retry them"), highlight=False)
+        raise typer.Exit(1)
 
 
 def _predictor(run: Path, backend: str, tta: bool, device: str, calibration: bool, amp: bool):

@@ -185,7 +185,18 @@ def load_samples(cases: list[Case2D], pre: Preprocess2D, scheme: LabelScheme | N
 
 
 def save_labels_json(path: Path, scheme: LabelScheme, colors: list) -> None:
+    """``RUN/labels.json``: class names and colours; segment codes a user added (``"codes"``) are kept."""
     from medseg.io.atomic import write_json
 
-    write_json(path, {"labels": {str(i): {"name": n, "color": list(c)} for i, (n, c) in enumerate(zip(scheme.names, colors))}})
+    out: dict = {"labels": {str(i): {"name": n, "color": list(c)} for i, (n, c) in enumerate(zip(scheme.names, colors))}}
+    if path.is_file():
+        from medseg.io.json_file import read_json_object
+
+        try:
+            codes = read_json_object(path).get("codes")
+        except Exception:  # noqa: BLE001 - an unreadable old file is replaced, as before
+            codes = None
+        if isinstance(codes, dict):
+            out["codes"] = codes
+    write_json(path, out)
 

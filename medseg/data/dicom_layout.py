@@ -22,14 +22,9 @@ from medseg.io.dicom_seg_read import is_seg_file, seg_header
 log = logging.getLogger(__name__)
 
 
-def has_seg_files(root: Path, limit: int = 5000) -> bool:
-    """Whether the tree under ``root`` holds a DICOM SEG (the first ``limit`` files are looked at)."""
-    for i, p in enumerate(q for q in root.rglob("*") if q.is_file() and not q.name.startswith(".")):
-        if i >= limit:
-            return False
-        if is_seg_file(p):
-            return True
-    return False
+def has_seg_files(root: Path) -> bool:
+    """Whether the tree under ``root`` holds a DICOM SEG (every file's first bytes and SOP class are looked at)."""
+    return any(is_seg_file(q) for q in sorted(root.rglob("*")) if q.is_file() and not q.name.startswith("."))
 
 
 def discover_dicom_seg(root: Path, require_labels: bool) -> tuple[list[VolumeCase], dict]:
@@ -74,17 +69,19 @@ def discover_dicom_seg(root: Path, require_labels: bool) -> tuple[list[VolumeCas
             raise DataError(f"two SEGs of series {uid}: {label_of[uid].name} and {seg.name}", path=seg,
                             hint="keep one label file per series")
         label_of[uid] = seg
+        number_of = {n.lower(): k for k, (n, _) in names.items()}  # from the earlier SEGs only
         for number, name in segments.items():
-            seen = names.setdefault(number, (name, seg))
-            if seen[0].lower() != name.lower():
+            seen = names.get(number)
+            if seen is not None and seen[0].lower() != name.lower():
                 raise DataError(f"segment {number} is '{seen[0]}' in {seen[1].name} but '{name}' in {seg.name}: the segment "
                                 "numbers are the label values and must mean one structure across the dataset", path=seg,
                                 hint="renumber the segments consistently when exporting the SEGs")
-        other = {n.lower(): k for k, (n, _) in names.items()}
+            if number_of.get(name.lower(), number) != number:
+                first = names[number_of[name.lower()]][1]
+                raise DataError(f"segment '{name}' is number {number} in {seg.name} but {number_of[name.lower()]} in "
+                                f"{first.name}", path=seg, hint="renumber the segments consistently when exporting the SEGs")
         for number, name in segments.items():
-            if other.get(name.lower(), number) != number:
-                raise DataError(f"segment '{name}' is number {number} in {seg.name} but {other[name.lower()]} elsewhere",
-                                path=seg, hint="renumber the segments consistently when exporting the SEGs")
+            names.setdefault(number, (name, seg))
     cases = []
     for uid, folders in sorted(series_folders.items(), key=lambda kv: str(sorted(kv[1])[0])):
         folder = next(iter(folders))

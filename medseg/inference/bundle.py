@@ -33,6 +33,7 @@ import medseg
 from medseg.errors import ConfigError, MedsegError, RunFolderError
 from medseg.inference.sliding_window import GAUSSIAN_SIGMA_SCALE
 from medseg.inference.quality import quality_models, write_quality_models
+from medseg.inference.label_codes import label_codes as _label_codes
 from medseg.io.atomic import atomic_path, claim_folder, write_json
 from medseg.io.json_file import read_json_object
 from medseg.models.registry import model_config
@@ -125,6 +126,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, *, overlap: float = 
         "labels": info["labels"],
         "display_colors": info.get("display_colors"),
         "temperature": run_temperature(run_dir, True),
+        "label_codes": _label_codes(run_dir),
         "postprocessing": None,
         "source_run": {"path": str(run_dir.resolve()), "written": info.get("written")},
     }

@@ -7,8 +7,9 @@ and carries its geometry. medseg maps the label map onto the source slices itsel
 - **Frames**: the source slices are sorted by their position along the slice normal (row x column
   cosines), never by file name or instance number; each slice's frame is the label map's plane
   whose position matches (a slice that lies on no plane of the grid is an error).
-- **Segments**: one per class *present* in the prediction (an absent class gets no empty segment),
-  numbered 1..n in label order; ``LABELMAP`` (one frame per slice, pixel = segment number) when
+- **Segments**: one per class *present* in the prediction (an absent class gets no empty segment), numbered
+  by the class's label value (so a SEG decodes to the values of the NIfTI output, and
+  :mod:`medseg.io.dicom_seg_read` reads it back as such); ``LABELMAP`` (one frame per slice, pixel = segment number) when
   the installed highdicom has it, otherwise ``BINARY``; empty frames are omitted.
 - **Codes**: a label name that is a Segmentation Property Type of DICOM CID 7151 (``Hippocampus``,
   ``Liver``, ``Neoplasm``... looked up in pydicom's code dictionary, not a list of ours) gets its
@@ -117,22 +118,26 @@ def write_dicom_seg(target: str | Path, source_files: Sequence[Path], labels: np
     if not present:
         log.warning("%s: nothing predicted, so no DICOM SEG written (a SEG holds at least one segment)", target)
         return None
+    # segment number = the class's label value (so the SEG decodes to the values of the NIfTI output), or its id
+    # where the values are not small positive integers (colour-coded 2D schemes)
+    by_value = all(isinstance(v, (int, np.integer)) and 0 < int(v) <= 65535 for v in list(class_values)[1:])
+    number_of = {c: int(class_values[c]) if by_value else c for c in present}
     numbers = np.zeros(max(present) + 1, dtype=np.uint16)
     algorithm = hd.AlgorithmIdentificationSequence(name="medseg", family=codes.cid7162.ArtificialIntelligence,
                                                    version=medseg.__version__, parameters={"run": run_id})
     descriptions = []
-    for number, c in enumerate(present, 1):
-        numbers[c] = number
+    for c in present:
+        numbers[c] = number_of[c]
         name = str(class_names[c])
         category, prop = segment_codes(name, (user_codes or {}).get(str(class_values[c])))
         descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number, segment_label=name[:64], segmented_property_category=category,
+            segment_number=number_of[c], segment_label=name[:64], segmented_property_category=category,
             segmented_property_type=prop, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm))
     labelmap = "LABELMAP" in hd.seg.SegmentationTypeValues.__members__
-    pixels = numbers[frames].astype(np.uint8 if len(present) < 256 else np.uint16)
-    if not labelmap:  # BINARY: one mask per segment along a last axis
-        pixels = np.stack([pixels == n for n in range(1, len(present) + 1)], axis=-1).astype(np.uint8)
+    pixels = numbers[frames].astype(np.uint8 if max(number_of.values()) < 256 else np.uint16)
+    if not labelmap:  # BINARY: one mask per segment along a last axis, in segment-number order
+        pixels = np.stack([pixels == number_of[c] for c in present], axis=-1).astype(np.uint8)
     seg = hd.seg.Segmentation(
         source_images=datasets, pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP if labelmap else hd.seg.SegmentationTypeValues.BINARY,

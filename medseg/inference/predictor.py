@@ -25,9 +25,10 @@ import torch
 from medseg.data.labels import LabelScheme
 from medseg.data.preprocess import Preprocessing, preprocess_from_json
 from medseg.errors import DataError, MedsegError
-from medseg.inference.inputs import check_output_files, check_output_folder, collect_inputs, read_input
+from medseg.inference.inputs import InputCase, check_output_files, check_output_folder, collect_inputs, read_input
 from medseg.inference.quality import (QUALITY_CSV, QualityAssessment, QualityFeatures, QualityModel, pick_model, quality_models,
                                       write_quality_csv)
+from medseg.inference.label_codes import label_codes
 from medseg.inference.sliding_window import predict_probabilities
 from medseg.inference.temperature import apply_temperature
 from medseg.inference.uncertainty import UNCERTAINTY_CSV, CaseUncertainty, case_uncertainty, normalized_entropy, write_uncertainty_csv
@@ -96,7 +97,7 @@ class Predictor:
                         overlap, mirror, device, int(train.get("batch_size", 2)), run_temperature(run_dir, calibration), amp,
                         pick_model(quality_models(run_dir), mirror))
         predictor.identity = f"{run_dir.resolve().name} {info.get('written', '')}".strip()
-        predictor.label_codes = _label_codes(run_dir)
+        predictor.label_codes = label_codes(run_dir)
         return predictor
 
     @classmethod
@@ -117,6 +118,7 @@ class Predictor:
                         int(window.get("batch_size", 2)), b.get("temperature") if calibration else None, amp=False,
                         quality=pick_model(quality_models(bundle_dir), mirror))
         source = b.get("source_run") or {}
+        predictor.label_codes = dict(b.get("label_codes") or {})
         predictor.identity = f"{Path(str(source.get('path', bundle_dir))).name} {source.get('written', '')}".strip()
         return predictor
 
@@ -151,6 +153,21 @@ class Predictor:
             pred.uncertainty = case_uncertainty(pred.entropy, ids > 0)
         return pred
 
+    def predict_case(self, case: InputCase, out_dir: Path, writer, *, save_probabilities: bool = False,
+                     uncertainty: bool = False, quality: bool = False,
+                     series_uid: str | None = None) -> tuple[Path, str | None, Prediction]:
+        """Read, predict and write one case (the one path of :meth:`predict_files` and cohorts,
+        :mod:`medseg.inference.cohort`): (the label file, the entropy map's name or ``None``, the prediction)."""
+        image = read_input(case, self.dims, self.num_channels, series_uid)
+        pred = self.predict(image, save_probabilities, uncertainty, quality)
+        target, entropy_map = writer.write(out_dir, case, image, pred)
+        return target, entropy_map, pred
+
+    def make_writer(self, fmt: str = "native", overlays: bool = True):
+        """The writer of this predictor's kind of input (:mod:`medseg.inference.writers`)."""
+        return ImageWriter(self.scheme, self.colors, fmt, overlays) if self.dims == 2 else \
+            VolumeWriter(self.scheme, fmt, self.identity, self.label_codes)
+
     def predict_files(self, inputs: list[str | Path], out_dir: str | Path, *, fmt: str = "native", overlays: bool = True,
                       save_probabilities: bool = False, uncertainty: bool = False,
                       force: bool = False, overwrite: bool = False, quality: bool = True, series_uid: str | None = None,
@@ -165,8 +182,7 @@ class Predictor:
         (:func:`~medseg.inference.inputs.check_output_files`). A case that fails is logged and skipped; ``on_case(name,
         done, total)`` follows each case. Returns (written files, [(input, reason)] failures)."""
         out_dir = Path(out_dir)
-        writer = ImageWriter(self.scheme, self.colors, fmt, overlays) if self.dims == 2 else \
-            VolumeWriter(self.scheme, fmt, self.identity, self.label_codes)
+        writer = self.make_writer(fmt, overlays)
         cases = collect_inputs(inputs, self.dims)
         check_output_folder(out_dir, inputs, cases, force)
         quality = quality and self.quality is not None
@@ -180,9 +196,8 @@ class Predictor:
         for i, case in enumerate(cases):
             where = str(case.paths[0])
             try:
-                image = read_input(case, self.dims, self.num_channels, series_uid)
-                pred = self.predict(image, save_probabilities, uncertainty, quality)
-                target, entropy_map = writer.write(out_dir, case, image, pred)
+                target, entropy_map, pred = self.predict_case(case, out_dir, writer, save_probabilities=save_probabilities,
+                                                              uncertainty=uncertainty, quality=quality, series_uid=series_uid)
                 if pred.uncertainty is not None:
                     rows.append({"case": case.name, **pred.uncertainty.row(), "entropy_map": entropy_map})
                 if pred.quality is not None:
@@ -204,13 +219,3 @@ class Predictor:
             write_quality_csv(out_dir / QUALITY_CSV, checks)
         return written, failed
 
-
-def _label_codes(run_dir: Path) -> dict:
-    """User-given segment codes by label value from ``RUN/labels.json`` (``"codes"``), if any."""
-    path = run_dir / "labels.json"
-    if not path.is_file():
-        return {}
-    from medseg.io.json_file import read_json_object
-
-    codes = read_json_object(path).get("codes")
-    return {str(k): v for k, v in codes.items() if isinstance(v, dict) and "value" in v} if isinstance(codes, dict) else {}

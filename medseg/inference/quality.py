@@ -5,10 +5,10 @@ Every prediction gets :class:`QualityFeatures`, measured from the raw image and 
 (:class:`QualityModel`, fitted on its validation cases by :mod:`medseg.evaluation.quality_fit`)
 turns them into a :class:`QualityAssessment`:
 
-- **Score** (one transparent measure, no learned classifier): the *uncertain fraction* of the worst
-  class, ``max_c #{v : 0.05 < p_c(v) < 0.95} / max(#{v : ŷ(v) = c}, 1)``, the width of the band where
-  the network is unsure of class ``c`` (inside and outside its predicted region), relative to the
-  region's size. Thin uncertain rims score low; a case where the network hesitates over much of a
+- **Score** (one transparent measure, no learned classifier): the *uncertain share* of the worst
+  class, ``max_c U_c / (U_c + P_c)`` with ``U_c = #{v : 0.05 < p_c(v) < 0.95}`` (the band where the
+  network is unsure of class ``c``, inside and outside its predicted region) and ``P_c = #{v : ŷ(v) = c}``
+  (0 when both are empty; 1 when a class is hesitated over but nowhere predicted), so it lies in [0, 1]. Thin uncertain rims score low; a case where the network hesitates over much of a
   structure, or between two touching classes, scores high. It is computed on the working grid, so the
   input's size does not matter.
 - **Predicted Dice**: a straight line fitted from the score to the validation cases' mean Dice (at
@@ -134,7 +134,10 @@ class QualityFeatures:
         probs = np.asarray(probabilities, dtype=np.float32)
         ids = probs.argmax(axis=0)
         lo, hi = UNCERTAIN_BAND
-        fractions = [float(((probs[c] > lo) & (probs[c] < hi)).sum()) / max(int((ids == c).sum()), 1) for c in range(1, probs.shape[0])]
+        fractions = []
+        for c in range(1, probs.shape[0]):
+            unsure, predicted = int(((probs[c] > lo) & (probs[c] < hi)).sum()), int((ids == c).sum())
+            fractions.append(unsure / (unsure + predicted) if unsure + predicted else 0.0)
         worst = int(np.argmax(fractions)) + 1 if fractions else 0
         return cls(max(fractions, default=0.0), worst, float((ids > 0).mean()), ImageStats.of(image))
 
@@ -175,7 +178,7 @@ class QualityModel:
         if f.image.constant:
             reasons.append("the image is constant (an empty scan?)")
         if self.threshold is not None and f.score > self.threshold:
-            reasons.append(f"uncertain: unsure band {f.score:.0%} of the {name} region (flag above {self.threshold:.0%}, the "
+            reasons.append(f"uncertain: {name} has an unsure band of {f.score:.0%} (band / (band + region); flag above {self.threshold:.0%}, the "
                            f"validation cases' {FLAG_PERCENTILE:.0f}th percentile)")
         if self.negative_max is not None and len(f.image.negative) == len(self.negative_max):
             for c, (share, top) in enumerate(zip(f.image.negative, self.negative_max)):

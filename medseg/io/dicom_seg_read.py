@@ -89,7 +89,7 @@ def read_seg_label(path: str | Path, image: ImageData) -> ImageData:
         else:
             ident = group.get("SegmentIdentificationSequence") or (shared.get("SegmentIdentificationSequence") if shared else None)
             number = int(ident[0].ReferencedSegmentNumber)
-            plane = np.where(frame * 2 >= top if fractional else frame > 0, number, 0).astype(np.uint16)
+            plane = np.where(frame.astype(np.int32) * 2 >= top if fractional else frame > 0, number, 0).astype(np.uint16)
         current = out[:, :, k].T
         out[:, :, k] = np.where(plane > 0, plane, current).T
     dtype = np.uint8 if out.max() <= 255 else np.uint16
