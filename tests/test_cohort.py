@@ -110,3 +110,33 @@ def test_missing_files_are_reported_up_front_and_max_failures_stops(cohort, tmp_
     run_cli("predict", run, "--manifest", tmp_path / "bad.csv", "--out", tmp_path / "o2", "--max-failures", "0", code=1)
     assert len(list(csv.DictReader((tmp_path / "o2" / FAILURES_CSV).open()))) == 1
     assert not (tmp_path / "o2" / "s1.nii.gz").exists()
+
+
+def test_manifests_and_folders_that_would_misplace_outputs_are_refused(cohort, tmp_path):
+    run, studies, _ = cohort
+    s1 = studies / "s1.nii.gz"
+    cases = {
+        "escape.csv": f"path,id\n{s1},../escaped\n",
+        "reserved.csv": f"path,sha256\n{s1},abc\n",
+        "ragged.csv": f"path,site\n{s1},Boston, MA\n",
+        "case.csv": f"path,id\n{s1},Case1\n{studies / 's2.nii.gz'},case1\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        run_cli("predict", run, "--manifest", tmp_path / name, "--out", tmp_path / ("o_" + name), code=2)
+        assert not (tmp_path / ("o_" + name)).exists(), name
+    assert not (studies.parent / "escaped.nii.gz").exists()
+    # a format the studies cannot take is refused before anything is predicted
+    run_cli("predict", run, "--manifest", _manifest(tmp_path / "m.csv", studies, ["s1"]), "--out", tmp_path / "seg",
+            "--format", "dicom-seg", code=2)
+    assert not (tmp_path / "seg").exists()
+    # a folder of studies whose outputs would share a name
+    two = tmp_path / "two"
+    two.mkdir()
+    shutil.copy(s1, two / "a.nii.gz")
+    shutil.copy(s1, two / "a.nii")
+    run_cli("predict", run, "--manifest", two, "--out", tmp_path / "o_two", code=2)
+    # resuming with other settings would mix outputs
+    manifest = _manifest(tmp_path / "ok.csv", studies, ["s1"])
+    run_cli("predict", run, "--manifest", manifest, "--out", tmp_path / "ok")
+    run_cli("predict", run, "--manifest", manifest, "--out", tmp_path / "ok", "--tta", code=2)

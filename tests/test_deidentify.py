@@ -61,6 +61,12 @@ def study(tmp_path_factory):
         item = pydicom.Dataset()  # a sequence the table does not list, holding identity and a coding UID
         item.PatientName, item.StudyDate, item.ContextUID = "Doe^Nested", "20200103", "1.2.840.10008.6.1.308"
         ds.AnatomicRegionSequence = pydicom.Sequence([item])
+        ref = pydicom.Dataset()  # one instance referenced from two sequences, with a well-known SOP class
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = "1.2.840.10008.3.1.2.3.3", "1.2.3.4.5.6.7"
+        ds.ReferencedPerformedProcedureStepSequence = pydicom.Sequence([ref])
+        ref2 = pydicom.Dataset()
+        ref2.ReferencedSOPClassUID, ref2.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4", "1.2.3.4.5.6.7"
+        ds.ReferencedImageSequence = pydicom.Sequence([ref2])
         block = ds.private_block(0x0011, "ACME", create=True)
         block.add_new(0x01, "LO", "private secret")
         ds.save_as(f)
@@ -116,6 +122,9 @@ def test_basic_profile_uids_pixels_and_burned_in(study, tmp_path):
         nested = ds.AnatomicRegionSequence[0]  # the profile applies inside sequences too; a coding UID is kept
         assert str(nested.get("PatientName", "")) != "Doe^Nested" and nested.get("StudyDate") != "20200103"
         assert nested.ContextUID == "1.2.840.10008.6.1.308"
+        mpps, image_ref = ds.ReferencedPerformedProcedureStepSequence[0], ds.ReferencedImageSequence[0]
+        assert mpps.ReferencedSOPInstanceUID == image_ref.ReferencedSOPInstanceUID != "1.2.3.4.5.6.7"  # one mapping
+        assert mpps.ReferencedSOPClassUID == "1.2.840.10008.3.1.2.3.3"
     # UIDs consistent: the series still groups, the SEG references the new series and its slices
     new = [pydicom.dcmread(out / "mr" / f.name) for f in files]
     assert len({d.SeriesInstanceUID for d in new}) == 1 and new[0].SeriesInstanceUID != originals[files[0].name].SeriesInstanceUID

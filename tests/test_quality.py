@@ -151,3 +151,12 @@ def test_qc_command_adds_the_tta_model(small_run):
     run_cli("qc", run, "--tta", "--reference-cases", "3")
     models = json.loads((run / "quality.json").read_text())["models"]
     assert set(models) == {"plain", "tta"} and models["tta"]["mirror"] is True
+
+
+def test_a_quality_file_of_the_earlier_score_scale_is_converted(tmp_path):
+    from medseg.inference.quality import QUALITY_FILE, quality_models
+
+    model = QualityModel(mirror=False, cases=10, threshold=0.5, dice_line=(0.9, -0.1))
+    (tmp_path / QUALITY_FILE).write_text(json.dumps({"format_version": 1, "models": {"plain": model.to_json()}}))
+    old = quality_models(tmp_path)["plain"]
+    assert old.threshold == pytest.approx(0.5 / 1.5) and old.dice_line is None

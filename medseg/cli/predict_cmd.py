@@ -54,6 +54,12 @@ def predict(
         raise ConfigError("give the inputs, or --manifest COHORT (not both)", hint="medseg predict RUN scans/ --out OUT")
     if manifest is None and (max_failures is not None or engine != "inprocess"):
         raise ConfigError("--max-failures and --engine apply to --manifest cohorts")
+    if manifest is not None:
+        unsupported = [flag for flag, given in (("--save-probabilities", save_probabilities), ("--uncertainty", uncertainty),
+                                                ("--force", force), ("--overwrite", overwrite)) if given]
+        if unsupported:
+            raise ConfigError(f"{', '.join(unsupported)}: not available with --manifest (a cohort writes one label file per "
+                              "study and its status)", hint="leave them out, or predict the files without --manifest")
     if engine != "inprocess":
         raise ConfigError(f"unknown --engine '{engine}'", hint="inprocess (a Ray engine is not built yet)")
     tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
@@ -89,7 +95,8 @@ def _cohort(predictor, manifest: Path, out: Path, fmt: str, max_failures, series
         predictor.quality = None
     studies = studies_of([manifest], predictor.dims) if manifest.is_dir() else read_manifest(manifest, predictor.dims)
     with case_progress(console, "cohort") as on_study:
-        result = run_cohort(predictor, studies, out, fmt=fmt, max_failures=max_failures, series_uid=series_uid, on_study=on_study)
+        result = run_cohort(predictor, studies, out, fmt=fmt, max_failures=max_failures, series_uid=series_uid,
+                            roots=(manifest,) if manifest.is_dir() else (), on_study=on_study)
     console.print(f"cohort: {result.done} predicted, {result.skipped} already done, {len(result.failed)} failed "
                   f"of {len(studies)}; status in {out / STATUS_CSV}", highlight=False, markup=False)
     if result.failed:

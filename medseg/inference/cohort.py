@@ -27,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.errors import DataError, MedsegError
-from medseg.inference.inputs import InputCase, collect_inputs
+from medseg.errors import ConfigError, DataError, MedsegError
+from medseg.inference.inputs import InputCase, check_output_folder, collect_inputs
+from medseg.inference.writers import NothingToWrite
 from medseg.io.atomic import claim_folder, write_text
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,10 @@ log = logging.getLogger(__name__)
 STATUS_CSV = "manifest_status.csv"
 FAILURES_CSV = "failures.csv"
 COHORT_LOG = "cohort.log"
-STATUS_FIELDS = ["id", "input", "output", "sha256", "seconds", "check", "qc_score"]
+COHORT_JSON = "cohort.json"
+STATUS_FIELDS = ["id", "input", "output", "sha256", "seconds", "check", "qc_score", "note"]
+#: the ``sha256`` of a study that finished with nothing to write
+NO_OUTPUT = "-"
 
 
 @dataclass
@@ -57,8 +61,15 @@ def read_manifest(path: str | Path, dims: int) -> list[Study]:
     if not rows or "path" not in rows[0]:
         raise DataError("the manifest needs a header with a 'path' column (and optionally 'id')", path=path,
                         hint="path,id\\nscans/case1.nii.gz,case1")
+    reserved = sorted(set(rows[0]) & set(STATUS_FIELDS) - {"id"})
+    if reserved:
+        raise DataError(f"manifest column(s) {', '.join(reserved)} are names the status file uses for its own values",
+                        path=path, hint="rename those columns (e.g. manifest_sha256)")
     missing, studies, seen = [], [], {}
     for i, row in enumerate(rows, 2):
+        if None in row:
+            raise DataError(f"line {i} has more fields than the header (an unquoted comma?)", path=path,
+                            hint="quote values that hold commas")
         raw = (row.get("path") or "").strip()
         p = Path(raw) if Path(raw).is_absolute() else path.parent / raw
         if not raw or not p.exists():
@@ -70,10 +81,11 @@ def read_manifest(path: str | Path, dims: int) -> list[Study]:
                             hint="list each study on its own line")
         case = cases[0]
         name = (row.get("id") or "").strip() or case.name
-        if name in seen:
-            raise DataError(f"id '{name}' on lines {seen[name]} and {i}: outputs would share a name", path=path,
-                            hint="give each study its own id")
-        seen[name] = i
+        check_id(name, path, f"line {i}")
+        if name.casefold() in seen:
+            raise DataError(f"id '{name}' on lines {seen[name.casefold()]} and {i}: outputs would share a name", path=path,
+                            hint="give each study its own id (ids differing only in case count as the same)")
+        seen[name.casefold()] = i
         studies.append(Study(name, InputCase(name, case.paths), {k: v for k, v in row.items() if k not in ("path", "id")}))
     if missing:
         shown = "\n".join(f"    - {m}" for m in missing[:20]) + (f"\n    ... and {len(missing) - 20} more" if len(missing) > 20 else "")
@@ -82,9 +94,25 @@ def read_manifest(path: str | Path, dims: int) -> list[Study]:
     return studies
 
 
+def check_id(name: str, where: Path, line: str) -> None:
+    """Refuse an id that is not one plain file name (it names the output inside OUT)."""
+    if (not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\:")
+            or any(ord(c) < 32 for c in name)):
+        raise DataError(f"{line}: id '{name}' is not a plain file name (no path separators, no leading dot)", path=where,
+                        hint="ids name the output files inside OUT")
+
+
 def studies_of(inputs: list[Path], dims: int) -> list[Study]:
-    """A folder (or list) of studies, as :func:`~medseg.inference.inputs.collect_inputs` finds them."""
-    return [Study(c.name, c) for c in collect_inputs(inputs, dims)]
+    """A folder (or list) of studies, as :func:`~medseg.inference.inputs.collect_inputs` finds them; two whose outputs
+    would share a name (``a.png`` and ``a.jpg``) are refused."""
+    studies, seen = [], {}
+    for c in collect_inputs(inputs, dims):
+        if c.name.casefold() in seen:
+            raise DataError(f"{seen[c.name.casefold()].name} and {c.paths[0].name} would both be written as '{c.name}'",
+                            path=c.paths[0], hint="rename one, or list them in a manifest with their own ids")
+        seen[c.name.casefold()] = c.paths[0]
+        studies.append(Study(c.name, c))
+    return studies
 
 
 def _sha256(path: Path) -> str:
@@ -103,6 +131,9 @@ def finished(out: Path) -> dict[str, dict]:
     done = {}
     with status.open(newline="") as f:
         for row in csv.DictReader(f):
+            if row.get("sha256") == NO_OUTPUT:  # nothing predicted, nothing to write (a SEG needs a segment)
+                done[row["id"]] = row
+                continue
             target = out / (row.get("output") or "")
             if row.get("sha256") and target.is_file() and _sha256(target) == row["sha256"]:
                 done[row["id"]] = row
@@ -117,20 +148,62 @@ class CohortResult:
     stopped: bool = False
 
 
+def _identity(predictor, fmt: str, series_uid: str | None) -> dict:
+    """What a cohort's outputs depend on besides the inputs: the model and the options."""
+    return {"model": predictor.identity, "tta": bool(predictor.mirror), "format": fmt, "series_uid": series_uid,
+            "temperature": predictor.temperature}
+
+
+def _check_identity(out: Path, identity: dict) -> None:
+    from medseg.io.atomic import write_json
+    from medseg.io.json_file import read_json_object
+
+    path = out / COHORT_JSON
+    if path.is_file():
+        before = read_json_object(path)
+        if before != identity:
+            changed = ", ".join(f"{k}: {before.get(k)!r} -> {v!r}" for k, v in identity.items() if before.get(k) != v)
+            raise ConfigError(f"this cohort folder was predicted with other settings ({changed}); resuming would mix them",
+                              path=out, hint="use a new --out folder, or the same run and options")
+    else:
+        write_json(path, identity)
+
+
+def _check_header(status: Path, fields: list[str]) -> None:
+    if status.is_file():
+        with status.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != fields:
+            raise ConfigError("the manifest's columns differ from those of the earlier run into this folder "
+                              f"({', '.join(header[len(STATUS_FIELDS):]) or 'none'})", path=status,
+                              hint="resume with the same manifest columns, or use a new --out folder")
+
+
 def run_cohort(predictor, studies: list[Study], out: str | Path, *, fmt: str = "native", max_failures: int | None = None,
-               series_uid: str | None = None, on_study: Callable[[str, int, int], None] | None = None) -> CohortResult:
-    """Predict every study not already finished into ``out`` (see the module doc)."""
+               series_uid: str | None = None, roots: tuple[Path, ...] = (),
+               on_study: Callable[[str, int, int], None] | None = None) -> CohortResult:
+    """Predict every study not already finished into ``out`` (see the module doc). Before anything is predicted:
+    every study's outputs are checked (a format its input cannot take is refused), an OUT among the inputs is
+    refused (``roots``: the folder of studies given, if any), and a folder of an earlier cohort must have been made
+    with the same run, options and columns."""
     out = Path(out)
-    claim_folder(out, "predict --manifest")
     writer = predictor.make_writer(fmt, overlays=False)
+    for study in studies:
+        writer.targets(out, study.case, False, False)  # e.g. --format dicom-seg for a NIfTI study: refused now
+    check_output_folder(out, [*roots, *(p for s in studies for p in s.case.paths)], [s.case for s in studies])
+    extra_fields = sorted({k for s in studies for k in s.extra})
+    status = out / STATUS_CSV
+    _check_header(status, STATUS_FIELDS + extra_fields)
+    claim_folder(out, "predict --manifest")
+    _check_identity(out, _identity(predictor, fmt, series_uid))
     done = finished(out)
     todo = [s for s in studies if s.id not in done]
     result = CohortResult(skipped=len(studies) - len(todo))
-    extra_fields = sorted({k for s in studies for k in s.extra})
-    status = out / STATUS_CSV
+    earlier = _read_failures(out)
     new_file = not status.is_file()
     quality = predictor.quality is not None
     started = time.monotonic()
+    reached: set[str] = set()
     with status.open("a", newline="") as sf, (out / COHORT_LOG).open("a") as logf:
         w = csv.DictWriter(sf, fieldnames=STATUS_FIELDS + extra_fields, extrasaction="ignore")
         if new_file:
@@ -140,11 +213,17 @@ def run_cohort(predictor, studies: list[Study], out: str | Path, *, fmt: str = "
         logf.flush()
         for i, study in enumerate(todo, 1):
             t0 = time.monotonic()
+            reached.add(study.id)
+            row = {**study.extra, "id": study.id, "input": str(study.case.paths[0])}
             try:
-                target, _, pred = predictor.predict_case(study.case, out, writer, quality=quality, series_uid=series_uid)
-                row = {"id": study.id, "input": str(study.case.paths[0]), "output": target.name, "sha256": _sha256(target),
-                       "seconds": f"{time.monotonic() - t0:.3f}", **study.extra}
-                if pred.quality is not None:
+                try:
+                    target, _, pred = predictor.predict_case(study.case, out, writer, quality=quality, series_uid=series_uid)
+                    row.update(output=target.name, sha256=_sha256(target))
+                except NothingToWrite as e:
+                    pred = e.prediction
+                    row.update(output="", sha256=NO_OUTPUT, note=str(e))
+                row["seconds"] = f"{time.monotonic() - t0:.3f}"
+                if pred is not None and pred.quality is not None:
                     row.update(check=int(pred.quality.check), qc_score=f"{pred.quality.score:.4f}")
                 w.writerow(row)
                 sf.flush()
@@ -154,7 +233,7 @@ def run_cohort(predictor, studies: list[Study], out: str | Path, *, fmt: str = "
                 reason = str(e) if isinstance(e, MedsegError) else f"{type(e).__name__}: {e}"
                 log.error("%s: %s", study.id, reason)
                 result.failed.append((study.id, str(study.case.paths[0]), reason))
-                _write_failures(out, result.failed)
+            _write_failures(out, result.failed + [f for f in earlier if f[0] not in reached and f[0] not in done])
             elapsed = time.monotonic() - started
             rate = i / elapsed if elapsed > 0 else 0.0
             line = (f"{time.strftime('%H:%M:%S')} done {result.done + result.skipped}, failed {len(result.failed)}, "
@@ -167,9 +246,17 @@ def run_cohort(predictor, studies: list[Study], out: str | Path, *, fmt: str = "
                 result.stopped = True
                 logf.write(f"stopped: {len(result.failed)} failures, more than --max-failures {max_failures}\n")
                 break
-    if not result.failed and (out / FAILURES_CSV).is_file():
+    if (out / FAILURES_CSV).is_file() and not _read_failures(out):
         (out / FAILURES_CSV).unlink()  # an earlier run's failures, all redone now
     return result
+
+
+def _read_failures(out: Path) -> list[tuple[str, str, str]]:
+    path = out / FAILURES_CSV
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [(r["id"], r["input"], r["error"]) for r in csv.DictReader(f)]
 
 
 def _write_failures(out: Path, failed: list[tuple[str, str, str]]) -> None:

@@ -36,6 +36,8 @@ from medseg.io.json_file import read_json_object
 
 QUALITY_FILE = "quality.json"
 QUALITY_CSV = "quality.csv"
+#: 2: the score is U/(U+P) (1 was U/P)
+QUALITY_FORMAT = 2
 #: probabilities inside this band count as uncertain
 UNCERTAIN_BAND = (0.05, 0.95)
 #: the flag's percentile of the validation scores (flags the predicted worst 20%)
@@ -228,7 +230,18 @@ def quality_models(run_or_bundle: str | Path) -> dict[str, QualityModel]:
     if not path.is_file():
         return {}
     d = read_json_object(path)
-    return {mode: QualityModel.from_json(m) for mode, m in (d.get("models") or {}).items() if isinstance(m, dict)}
+    models = {mode: QualityModel.from_json(m) for mode, m in (d.get("models") or {}).items() if isinstance(m, dict)}
+    if d.get("format_version", 1) < QUALITY_FORMAT:  # fitted on the score U/P: its threshold maps to U/(U+P)
+        import logging
+
+        logging.getLogger(__name__).warning("%s was fitted by an earlier medseg (another score scale): its threshold is "
+                                            "converted and its predicted Dice left out; refit with: medseg qc %s",
+                                            path, Path(run_or_bundle))
+        for m in models.values():
+            if m.threshold is not None:
+                m.threshold = m.threshold / (1 + m.threshold)
+            m.dice_line = None
+    return models
 
 
 def pick_model(models: dict[str, QualityModel], mirror: bool) -> QualityModel | None:
@@ -238,7 +251,7 @@ def pick_model(models: dict[str, QualityModel], mirror: bool) -> QualityModel | 
 
 def write_quality_models(run_dir: str | Path, models: dict[str, QualityModel]) -> Path:
     path = Path(run_dir) / QUALITY_FILE
-    write_json(path, {"format_version": 1, "models": {m: q.to_json() for m, q in models.items()}})
+    write_json(path, {"format_version": QUALITY_FORMAT, "models": {m: q.to_json() for m, q in models.items()}})
     return path
 
 

@@ -66,6 +66,14 @@ class ImageWriter:
         return target, f"{case.name}_entropy.png"
 
 
+class NothingToWrite(DataError):
+    """A prediction with nothing to write in the asked format (an empty DICOM SEG): not a failure of the input."""
+
+    def __init__(self, message: str, *, path=None, hint=None, prediction=None):
+        super().__init__(message, path=path, hint=hint)
+        self.prediction = prediction
+
+
 class VolumeWriter:
     """``fmt``: ``native``/``nifti`` (the input's format; ``.nii.gz`` for DICOM series) or ``dicom-seg``;
     ``run_id`` and ``user_codes`` identify the algorithm and code the segments of a SEG."""
@@ -104,8 +112,9 @@ class VolumeWriter:
             if write_dicom_seg(target, series_files(case.paths[0], (image.meta or {}).get("series_uid")), pred.labels,
                                image.geometry, class_names=self.scheme.names, class_values=self.scheme.codes,
                                run_id=self.run_id, user_codes=self.user_codes) is None:
-                raise DataError("nothing was predicted in this series, and a DICOM SEG needs at least one segment: no SEG "
-                                "written", path=case.paths[0], hint="predict with --format nifti for an empty label map")
+                raise NothingToWrite("nothing was predicted in this series, and a DICOM SEG needs at least one segment: no "
+                                     "SEG written", path=case.paths[0], hint="predict with --format nifti for an empty label map",
+                                     prediction=pred)
         else:
             write_image(target, self.scheme.encode(pred.labels), image.geometry)
         if pred.probabilities is not None:

@@ -74,6 +74,11 @@ def profile_actions(keep_dates: bool = False, keep_patient_characteristics: bool
             actions[key] = _remove
     for key in table.X_Z_U_STAR_TAGS:  # Referenced/Source Image Sequence: kept, their items' UIDs replaced (U*)
         actions[key] = sda.keep
+    for key, action in actions.items():  # other sequences: their items are de-identified one by one (see _anonymize),
+        tag = (key[0] << 16) | key[1] if len(key) == 2 else None  # so a replacing action must not run over them again
+        if tag is not None and tag in pydicom.datadict.DicomDictionary and pydicom.datadict.dictionary_VR(tag) == "SQ" \
+                and action is not _remove:
+            actions[key] = sda.keep
     kept: list[int] = []
     if keep_patient_characteristics:
         kept += [pydicom.datadict.tag_for_keyword(k) for k in PATIENT_CHARACTERISTICS]
