@@ -118,7 +118,3 @@ def _os_error_hint(e: OSError) -> str:
     if isinstance(e, FileNotFoundError):
         return "check the path"
     return "check the path, the free disk space and the permissions"
-
-
-if __name__ == "__main__":
-    main()

@@ -40,7 +40,16 @@ def predict(
                                             "columns kept in the status file), or a folder of studies. Resumable: "
                                             "OUT/manifest_status.csv, failures in OUT/failures.csv, progress in OUT/cohort.log."),
     max_failures: Optional[int] = typer.Option(None, min=0, help="--manifest: stop when more studies than this have failed."),
-    engine: str = typer.Option("inprocess", help="--manifest: inprocess (the only engine so far)."),
+    engine: str = typer.Option("inprocess", help="--manifest: inprocess (this process) | ray (Ray tasks and actors on a "
+                               "local instance or a cluster; needs medseg[ray])."),
+    address: Optional[str] = typer.Option(None, help="--engine ray: auto (the cluster of `ray start` on this machine) or "
+                                          "HOST:PORT; default a new local instance bound to the loopback interface."),
+    actors: int = typer.Option(1, min=1, help="--engine ray: network actors, each loading the model once."),
+    gpus_per_actor: float = typer.Option(0.0, min=0.0, help="--engine ray: GPUs per actor (0.5 packs two on one GPU; 0: the CPU)."),
+    cpus_per_actor: float = typer.Option(1.0, min=0.01, help="--engine ray: CPUs reserved per actor (its torch threads: the "
+                                         "nearest whole number); the rest read, preprocess and write."),
+    in_flight: Optional[int] = typer.Option(None, min=1, help="--engine ray: studies in flight at most (default 2 per actor + 2): "
+                                            "bounds the cluster's memory for a cohort of any size."),
     qc: bool = typer.Option(True, help="Quality control (when the run has RUN/quality.json): quality.csv with each case's "
                             "score, predicted Dice and a 'check this case' flag with its reasons."),
 ) -> None:
@@ -52,25 +61,30 @@ def predict(
 
     if (manifest is None) == (not inputs):
         raise ConfigError("give the inputs, or --manifest COHORT (not both)", hint="medseg predict RUN scans/ --out OUT")
+    ray_options = {"address": address, "actors": actors, "gpus_per_actor": gpus_per_actor,
+                   "cpus_per_actor": cpus_per_actor, "in_flight": in_flight}
+    ray_given = [f"--{k.replace('_', '-')}" for k, v in ray_options.items() if v not in (None, 1, 0.0, 1.0)]
     if manifest is None and (max_failures is not None or engine != "inprocess"):
         raise ConfigError("--max-failures and --engine apply to --manifest cohorts")
+    if engine not in ("inprocess", "ray"):
+        raise ConfigError(f"unknown --engine '{engine}'", hint="inprocess or ray")
+    if engine != "ray" and ray_given:
+        raise ConfigError(f"{', '.join(ray_given)}: options of --engine ray")
     if manifest is not None:
         unsupported = [flag for flag, given in (("--save-probabilities", save_probabilities), ("--uncertainty", uncertainty),
                                                 ("--force", force), ("--overwrite", overwrite)) if given]
         if unsupported:
             raise ConfigError(f"{', '.join(unsupported)}: not available with --manifest (a cohort writes one label file per "
                               "study and its status)", hint="leave them out, or predict the files without --manifest")
-    if engine != "inprocess":
-        raise ConfigError(f"unknown --engine '{engine}'", hint="inprocess (a Ray engine is not built yet)")
     tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
     predictor, handle = _predictor(run, backend, tta, device, calibration, amp)
-    engine = "onnxruntime, float32" if isinstance(predictor.model, OnnxNetwork) else \
+    running = "onnxruntime, float32" if isinstance(predictor.model, OnnxNetwork) else \
         f"torch, {str(predictor.amp_dtype).removeprefix('torch.') if predictor.amp_dtype else 'float32'}"
-    console.print(f"backend: {engine} on {predictor.device}" + (" (--backend auto)" if backend == "auto" else ""),
+    console.print(f"backend: {running} on {predictor.device}" + (" (--backend auto)" if backend == "auto" else ""),
                   highlight=False, markup=False)
     if manifest is not None:
         try:
-            _cohort(predictor, manifest, out, format, max_failures, series_uid, qc)
+            _cohort(predictor, manifest, out, format, max_failures, series_uid, qc, ray_options if engine == "ray" else None)
         finally:
             if handle is not None:
                 handle.cleanup()
@@ -87,16 +101,26 @@ def predict(
     _report(written, failed, out, "masks" if predictor.dims == 2 else "label maps", uncertainty, qc and predictor.quality is not None)
 
 
-def _cohort(predictor, manifest: Path, out: Path, fmt: str, max_failures, series_uid, qc: bool) -> None:
+def _cohort(predictor, manifest: Path, out: Path, fmt: str, max_failures, series_uid, qc: bool, ray_options: dict | None) -> None:
     from medseg.cli.progress import case_progress
     from medseg.inference.cohort import FAILURES_CSV, STATUS_CSV, read_manifest, run_cohort, studies_of
 
     if not qc:
         predictor.quality = None
     studies = studies_of([manifest], predictor.dims) if manifest.is_dir() else read_manifest(manifest, predictor.dims)
-    with case_progress(console, "cohort") as on_study:
-        result = run_cohort(predictor, studies, out, fmt=fmt, max_failures=max_failures, series_uid=series_uid,
-                            roots=(manifest,) if manifest.is_dir() else (), on_study=on_study)
+    engine = None
+    if ray_options is not None:
+        from medseg.inference.cohort_ray import RayEngine
+
+        engine = RayEngine(**ray_options)
+        engine.connect()  # a missing Ray or a cluster too small is reported before anything is written
+    try:
+        with case_progress(console, "cohort") as on_study:
+            result = run_cohort(predictor, studies, out, fmt=fmt, max_failures=max_failures, series_uid=series_uid,
+                                roots=(manifest,) if manifest.is_dir() else (), on_study=on_study, engine=engine)
+    finally:
+        if engine is not None:
+            engine.shutdown()
     console.print(f"cohort: {result.done} predicted, {result.skipped} already done, {len(result.failed)} failed "
                   f"of {len(studies)}; status in {out / STATUS_CSV}", highlight=False, markup=False)
     if result.failed:

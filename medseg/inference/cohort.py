@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import os
@@ -27,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.errors import ConfigError, DataError, MedsegError
+from medseg.errors import ConfigError, DataError
+from medseg.inference.cohort_stages import NO_OUTPUT, Study, StudyFailed, inprocess_results, sha256_of
 from medseg.inference.inputs import InputCase, check_output_folder, collect_inputs
-from medseg.inference.writers import NothingToWrite
 from medseg.io.atomic import claim_folder, write_text
 
 log = logging.getLogger(__name__)
@@ -39,15 +38,6 @@ FAILURES_CSV = "failures.csv"
 COHORT_LOG = "cohort.log"
 COHORT_JSON = "cohort.json"
 STATUS_FIELDS = ["id", "input", "output", "sha256", "seconds", "check", "qc_score", "note"]
-#: the ``sha256`` of a study that finished with nothing to write
-NO_OUTPUT = "-"
-
-
-@dataclass
-class Study:
-    id: str
-    case: InputCase
-    extra: dict = field(default_factory=dict)
 
 
 def read_manifest(path: str | Path, dims: int) -> list[Study]:
@@ -111,16 +101,8 @@ def studies_of(inputs: list[Path], dims: int) -> list[Study]:
             raise DataError(f"{seen[c.name.casefold()].name} and {c.paths[0].name} would both be written as '{c.name}'",
                             path=c.paths[0], hint="rename one, or list them in a manifest with their own ids")
         seen[c.name.casefold()] = c.paths[0]
-        studies.append(Study(c.name, c))
+        studies.append(Study(c.name, c, {}))
     return studies
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def finished(out: Path) -> dict[str, dict]:
@@ -135,7 +117,7 @@ def finished(out: Path) -> dict[str, dict]:
                 done[row["id"]] = row
                 continue
             target = out / (row.get("output") or "")
-            if row.get("sha256") and target.is_file() and _sha256(target) == row["sha256"]:
+            if row.get("sha256") and target.is_file() and sha256_of(target) == row["sha256"]:
                 done[row["id"]] = row
     return done
 
@@ -146,6 +128,7 @@ class CohortResult:
     skipped: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     stopped: bool = False
+    stage_seconds: dict = field(default_factory=dict)  # summed over the studies predicted: read, network, write
 
 
 def _identity(predictor, fmt: str, series_uid: str | None) -> dict:
@@ -181,11 +164,14 @@ def _check_header(status: Path, fields: list[str]) -> None:
 
 def run_cohort(predictor, studies: list[Study], out: str | Path, *, fmt: str = "native", max_failures: int | None = None,
                series_uid: str | None = None, roots: tuple[Path, ...] = (),
-               on_study: Callable[[str, int, int], None] | None = None) -> CohortResult:
+               on_study: Callable[[str, int, int], None] | None = None, engine=None) -> CohortResult:
     """Predict every study not already finished into ``out`` (see the module doc). Before anything is predicted:
     every study's outputs are checked (a format its input cannot take is refused), an OUT among the inputs is
     refused (``roots``: the folder of studies given, if any), and a folder of an earlier cohort must have been made
-    with the same run, options and columns."""
+    with the same run, options and columns. ``engine(predictor, studies, out, writer, quality, series_uid)`` yields
+    (study, status row or :class:`~medseg.inference.cohort_stages.StudyFailed`, seconds per stage) as studies finish,
+    in any order (default: :func:`~medseg.inference.cohort_stages.inprocess_results`; the Ray engine:
+    :class:`~medseg.inference.cohort_ray.RayEngine`); this process alone writes the status, failures and log."""
     out = Path(out)
     writer = predictor.make_writer(fmt, overlays=False)
     for study in studies:
@@ -201,9 +187,9 @@ def run_cohort(predictor, studies: list[Study], out: str | Path, *, fmt: str = "
     result = CohortResult(skipped=len(studies) - len(todo))
     earlier = _read_failures(out)
     new_file = not status.is_file()
-    quality = predictor.quality is not None
     started = time.monotonic()
     reached: set[str] = set()
+    results = (engine or inprocess_results)(predictor, todo, out, writer, predictor.quality is not None, series_uid)
     with status.open("a", newline="") as sf, (out / COHORT_LOG).open("a") as logf:
         w = csv.DictWriter(sf, fieldnames=STATUS_FIELDS + extra_fields, extrasaction="ignore")
         if new_file:
@@ -211,41 +197,38 @@ def run_cohort(predictor, studies: list[Study], out: str | Path, *, fmt: str = "
         note = f"{time.strftime('%Y-%m-%d %H:%M:%S')} cohort: {len(studies)} studies, {result.skipped} already done, {len(todo)} to do"
         logf.write(note + "\n")
         logf.flush()
-        for i, study in enumerate(todo, 1):
-            t0 = time.monotonic()
-            reached.add(study.id)
-            row = {**study.extra, "id": study.id, "input": str(study.case.paths[0])}
-            try:
-                try:
-                    target, _, pred = predictor.predict_case(study.case, out, writer, quality=quality, series_uid=series_uid)
-                    row.update(output=target.name, sha256=_sha256(target))
-                except NothingToWrite as e:
-                    pred = e.prediction
-                    row.update(output="", sha256=NO_OUTPUT, note=str(e))
-                row["seconds"] = f"{time.monotonic() - t0:.3f}"
-                if pred is not None and pred.quality is not None:
-                    row.update(check=int(pred.quality.check), qc_score=f"{pred.quality.score:.4f}")
-                w.writerow(row)
-                sf.flush()
-                os.fsync(sf.fileno())
-                result.done += 1
-            except (MedsegError, OSError, RuntimeError, ValueError, MemoryError) as e:
-                reason = str(e) if isinstance(e, MedsegError) else f"{type(e).__name__}: {e}"
-                log.error("%s: %s", study.id, reason)
-                result.failed.append((study.id, str(study.case.paths[0]), reason))
-            _write_failures(out, result.failed + [f for f in earlier if f[0] not in reached and f[0] not in done])
-            elapsed = time.monotonic() - started
-            rate = i / elapsed if elapsed > 0 else 0.0
-            line = (f"{time.strftime('%H:%M:%S')} done {result.done + result.skipped}, failed {len(result.failed)}, "
-                    f"remaining {len(todo) - i}; {60 * rate:.1f} studies/min, ETA {(len(todo) - i) / rate if rate else 0:.0f} s")
-            logf.write(line + "\n")
-            logf.flush()
-            if on_study:
-                on_study(study.id, i, len(todo))
-            if max_failures is not None and len(result.failed) > max_failures:
-                result.stopped = True
-                logf.write(f"stopped: {len(result.failed)} failures, more than --max-failures {max_failures}\n")
-                break
+        try:
+            for i, (study, row, timings) in enumerate(results, 1):
+                reached.add(study.id)
+                if isinstance(row, StudyFailed):
+                    log.error("%s: %s", study.id, row.reason)
+                    result.failed.append((study.id, str(study.case.paths[0]), row.reason))
+                else:
+                    w.writerow(row)
+                    sf.flush()
+                    os.fsync(sf.fileno())
+                    result.done += 1
+                    for stage, seconds in timings.items():
+                        result.stage_seconds[stage] = result.stage_seconds.get(stage, 0.0) + seconds
+                _write_failures(out, result.failed + [f for f in earlier if f[0] not in reached and f[0] not in done])
+                elapsed = time.monotonic() - started
+                rate = i / elapsed if elapsed > 0 else 0.0
+                line = (f"{time.strftime('%H:%M:%S')} done {result.done + result.skipped}, failed {len(result.failed)}, "
+                        f"remaining {len(todo) - i}; {60 * rate:.1f} studies/min, ETA {(len(todo) - i) / rate if rate else 0:.0f} s")
+                logf.write(line + "\n")
+                logf.flush()
+                if on_study:
+                    on_study(study.id, i, len(todo))
+                if max_failures is not None and len(result.failed) > max_failures:
+                    result.stopped = True
+                    logf.write(f"stopped: {len(result.failed)} failures, more than --max-failures {max_failures}\n")
+                    break
+        finally:
+            close = getattr(results, "close", None)
+            if close:
+                close()  # an engine's studies in flight are cancelled
+        if result.stage_seconds:
+            logf.write("seconds per stage, summed: " + ", ".join(f"{k} {v:.1f}" for k, v in result.stage_seconds.items()) + "\n")
     if (out / FAILURES_CSV).is_file() and not _read_failures(out):
         (out / FAILURES_CSV).unlink()  # an earlier run's failures, all redone now
     return result

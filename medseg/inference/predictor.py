@@ -14,6 +14,7 @@ the per-case score (:mod:`medseg.inference.uncertainty`).
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,7 @@ class Predictor:
         self.quality = quality
         self.identity = ""            # the run (folder name and start), named in DICOM SEG outputs
         self.label_codes: dict = {}   # user-given segment codes by label value (labels.json "codes")
+        self.source: tuple[str, str, dict] | None = None  # how from_run/from_bundle made it (from_source makes it again)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, overlap: float = 0.5, mirror: bool = False, device: str = "auto",
@@ -98,6 +100,8 @@ class Predictor:
                         pick_model(quality_models(run_dir), mirror))
         predictor.identity = f"{run_dir.resolve().name} {info.get('written', '')}".strip()
         predictor.label_codes = label_codes(run_dir)
+        predictor.source = ("run", str(run_dir.resolve()), {"overlap": overlap, "mirror": mirror, "device": device,
+                                                           "calibration": calibration, "amp": amp})
         return predictor
 
     @classmethod
@@ -120,13 +124,28 @@ class Predictor:
         source = b.get("source_run") or {}
         predictor.label_codes = dict(b.get("label_codes") or {})
         predictor.identity = f"{Path(str(source.get('path', bundle_dir))).name} {source.get('written', '')}".strip()
+        predictor.source = ("bundle", str(bundle_dir.resolve()), {"overlap": overlap, "mirror": mirror, "calibration": calibration})
         return predictor
+
+    @classmethod
+    def from_source(cls, source: tuple[str, str, dict]) -> "Predictor":
+        """The same predictor again, from the :attr:`source` of one made by :meth:`from_run` or :meth:`from_bundle`
+        (e.g. in a cohort engine's worker processes, which load the network once each)."""
+        kind, path, options = source
+        return cls.from_run(path, **options) if kind == "run" else cls.from_bundle(path, **options)
 
     def predict(self, image: ImageData, probabilities: bool = False, uncertainty: bool = False,
                 quality: bool = False) -> Prediction:
         """Class ids on ``image``'s own grid (and the class probabilities, the entropy map and the per-case
         uncertainty score, if asked; ``quality``: the quality-control measures and, with a quality model, their
-        assessment)."""
+        assessment). The three stages :meth:`prepare`, :meth:`network` and :meth:`finish`, which a cohort engine
+        may run in different processes (:mod:`medseg.inference.cohort_ray`)."""
+        x, ctx = self.prepare(image)
+        return self.finish(image, self.network(x), ctx, probabilities, uncertainty, quality)
+
+    def prepare(self, image: ImageData) -> tuple[np.ndarray, object]:
+        """The image checked against the run (spatial axes, channels) and preprocessed: (the network's input
+        ``(C, *S')`` on the working grid, the context :meth:`finish` needs to map back)."""
         arr = image.array
         if arr.ndim != self.dims + 1:
             raise DataError(f"expected an image with {self.dims} spatial axes (C, {', '.join('xyz'[:self.dims])}), got an "
@@ -135,13 +154,24 @@ class Predictor:
         if self.num_channels is not None and arr.shape[0] != self.num_channels:
             raise DataError(f"image has {arr.shape[0]} channel(s), the model was trained on {self.num_channels}",
                             path=image.path, hint="give the same channels (modalities) as in training")
-        x, ctx = self.pre.image(arr, image.geometry.spacing)
+        return self.pre.image(arr, image.geometry.spacing)
+
+    def network(self, x: np.ndarray) -> np.ndarray:
+        """The network's class probabilities ``(K, *S')`` (float32, uncalibrated) on the working grid: Gaussian
+        sliding window, mirrored along every spatial axis with TTA."""
+        if self.model is None:
+            raise RuntimeError("this predictor was copied without its network (Predictor.without_network)")
         mirror_axes = tuple(range(self.dims)) if self.mirror else ()
         with autocast_for(self.device, self.amp_dtype):
-            probs = predict_probabilities(self.model, torch.from_numpy(x), self.patch_size, overlap=self.overlap,
-                                          batch_size=self.batch_size, mirror_axes=mirror_axes, device=self.device)
-        probs = probs.float().cpu().numpy()
-        features = QualityFeatures.of(arr, probs) if quality else None  # uncalibrated, on the working grid
+            probs = predict_probabilities(self.model, torch.from_numpy(np.ascontiguousarray(x)), self.patch_size,
+                                          overlap=self.overlap, batch_size=self.batch_size, mirror_axes=mirror_axes,
+                                          device=self.device)
+        return probs.float().cpu().numpy()
+
+    def finish(self, image: ImageData, probs: np.ndarray, ctx: object, probabilities: bool = False, uncertainty: bool = False,
+               quality: bool = False) -> Prediction:
+        """The network's probabilities mapped back onto ``image``'s grid (see :meth:`predict`)."""
+        features = QualityFeatures.of(image.array, probs) if quality else None  # uncalibrated, on the working grid
         ids, full = self.pre.restore(probs, ctx, probabilities or uncertainty)
         if full is not None and self.temperature:
             full = apply_temperature(full, self.temperature)
@@ -152,6 +182,13 @@ class Predictor:
             pred.entropy = normalized_entropy(full)
             pred.uncertainty = case_uncertainty(pred.entropy, ids > 0)
         return pred
+
+    def without_network(self) -> "Predictor":
+        """A copy for the stages around the network (:meth:`prepare`, :meth:`finish`, writing), light to send to
+        other processes: everything but the network."""
+        light = copy.copy(self)
+        light.model = None
+        return light
 
     def predict_case(self, case: InputCase, out_dir: Path, writer, *, save_probabilities: bool = False,
                      uncertainty: bool = False, quality: bool = False,
