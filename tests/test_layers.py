@@ -19,6 +19,7 @@ LAYERS = (
     ("evaluation",),
     ("planning",),
     ("training",),
+    ("serving",),
     ("cli", "__main__"),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

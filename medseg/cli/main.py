@@ -80,6 +80,9 @@ def _register() -> None:
 
     app.command("relocate")(relocate_cmd.relocate)
     app.command("export")(export_cmd.export)
+    from medseg.cli import serve_cmd
+
+    app.command("serve")(serve_cmd.serve)
 
 
 _register()

@@ -192,10 +192,11 @@ class Predictor:
 
     def predict_case(self, case: InputCase, out_dir: Path, writer, *, save_probabilities: bool = False,
                      uncertainty: bool = False, quality: bool = False,
-                     series_uid: str | None = None) -> tuple[Path, str | None, Prediction]:
-        """Read, predict and write one case (the one path of :meth:`predict_files` and cohorts,
-        :mod:`medseg.inference.cohort`): (the label file, the entropy map's name or ``None``, the prediction)."""
-        image = read_input(case, self.dims, self.num_channels, series_uid)
+                     series_uid: str | None = None, image: ImageData | None = None) -> tuple[Path, str | None, Prediction]:
+        """Read (unless ``image`` is given), predict and write one case (the path of :meth:`predict_files` and of
+        ``medseg serve``'s jobs): (the label file, the entropy map's name or ``None``, the prediction)."""
+        if image is None:
+            image = read_input(case, self.dims, self.num_channels, series_uid)
         pred = self.predict(image, save_probabilities, uncertainty, quality)
         target, entropy_map = writer.write(out_dir, case, image, pred)
         return target, entropy_map, pred
