@@ -74,34 +74,46 @@ def test_ray_predicts_as_inprocess_and_a_corrupt_study_fails_alone(cohort, ray_a
     assert "seconds per stage" in (out / "cohort.log").read_text()
 
 
+def _copies(studies: Path, folder: Path, n: int) -> list[str]:
+    """``n`` studies ``s0..`` in ``folder``, copies of the six studies in turn."""
+    folder.mkdir()
+    names = [f"s{i}" for i in range(n)]
+    for i, name in enumerate(names):
+        shutil.copy(studies / f"s{i % 6}.nii.gz", folder / f"{name}.nii.gz")
+    return names
+
+
+def _same_as_copies(out: Path, reference: Path, names: list[str]) -> None:
+    for i, n in enumerate(names):
+        got, want = read_image(out / f"id_{n}.nii.gz"), read_image(reference / f"s{i % 6}.nii.gz")
+        assert (got.array == want.array).all() and got.geometry == want.geometry, n
+
+
 def test_a_killed_actor_is_restarted_and_its_studies_retried(cohort, ray_address, tmp_path):  # noqa: F811
     run, studies, reference = cohort
-    manifest = _manifest(tmp_path / "cohort.csv", studies, NAMES)
-    engine = RayEngine(ray_address, actors=1, in_flight=6)
+    names = _copies(studies, tmp_path / "many", 18)
+    manifest = _manifest(tmp_path / "cohort.csv", tmp_path / "many", names)
+    engine = RayEngine(ray_address, actors=1, in_flight=18)
     seen: dict = {}
 
     def kill_after_first(name, done, total):
-        if done == 1:
-            [seen["killed"]] = engine.pids()
-            os.kill(seen["killed"], signal.SIGKILL)  # the actor dies with studies queued on it
-        elif done == 2:
+        if done == 1:  # the other 17 studies are queued on the actor or on their way to it
+            [seen["killed"]] = engine.actor_pids
+            os.kill(seen["killed"], signal.SIGKILL)
+        elif done == total:
             [seen["after"]] = engine.pids()
 
     result = run_cohort(Predictor.from_run(run), read_manifest(manifest, 3), tmp_path / "out", engine=engine,
                         on_study=kill_after_first)
-    assert (result.done, result.failed) == (6, [])
-    assert seen["after"] != seen["killed"]  # a new process: the actor was restarted
-    _same_as_reference(tmp_path / "out", reference, NAMES)
+    assert (result.done, result.failed) == (18, [])
+    assert seen["after"] != seen["killed"]  # a new process: the actor was restarted, and every study still finished
+    _same_as_copies(tmp_path / "out", reference, names)
 
 
 def test_a_killed_driver_resumes_without_redoing_finished_studies(cohort, ray_address, tmp_path):  # noqa: F811
     run, studies, reference = cohort
-    many = tmp_path / "many"
-    many.mkdir()
-    names = [f"s{i}" for i in range(18)]
-    for i, n in enumerate(names):
-        shutil.copy(studies / f"s{i % 6}.nii.gz", many / f"{n}.nii.gz")
-    manifest = _manifest(tmp_path / "cohort.csv", many, names)
+    names = _copies(studies, tmp_path / "many", 18)
+    manifest = _manifest(tmp_path / "cohort.csv", tmp_path / "many", names)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "medseg", "predict", str(run), "--manifest", str(manifest), "--out", str(out),
                "--engine", "ray", "--address", ray_address, "--no-qc"]
@@ -124,9 +136,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_studies(cohort, ray_ad
     assert {i: (out / f"{i}.nii.gz").stat().st_mtime_ns for i in first} == kept  # finished studies not redone
     rows = list(csv.DictReader(status.open()))
     assert sorted(r["id"] for r in rows) == sorted(f"id_{n}" for n in names)
-    for i, n in enumerate(names):
-        got, want = read_image(out / f"id_{n}.nii.gz"), read_image(reference / f"s{i % 6}.nii.gz")
-        assert (got.array == want.array).all() and got.geometry == want.geometry, n
+    _same_as_copies(out, reference, names)
 
 
 def test_missing_files_and_a_cluster_too_small_are_refused_up_front(cohort, ray_address, tmp_path, capsys):  # noqa: F811

@@ -44,10 +44,11 @@ def predict(
                                "local instance or a cluster; needs medseg[ray])."),
     address: Optional[str] = typer.Option(None, help="--engine ray: auto (the cluster of `ray start` on this machine) or "
                                           "HOST:PORT; default a new local instance bound to the loopback interface."),
-    actors: int = typer.Option(1, min=1, help="--engine ray: network actors, each loading the model once."),
-    gpus_per_actor: float = typer.Option(0.0, min=0.0, help="--engine ray: GPUs per actor (0.5 packs two on one GPU; 0: the CPU)."),
-    cpus_per_actor: float = typer.Option(1.0, min=0.01, help="--engine ray: CPUs reserved per actor (its torch threads: the "
-                                         "nearest whole number); the rest read, preprocess and write."),
+    actors: Optional[int] = typer.Option(None, min=1, help="--engine ray: network actors, each loading the model once (default 1)."),
+    gpus_per_actor: Optional[float] = typer.Option(None, min=0.0, help="--engine ray: GPUs per actor (0.5 packs two on one GPU; "
+                                                   "default 0: the CPU)."),
+    cpus_per_actor: Optional[float] = typer.Option(None, min=0.01, help="--engine ray: CPUs reserved per actor (its torch "
+                                                   "threads: the nearest whole number; default 1); the rest read, preprocess and write."),
     in_flight: Optional[int] = typer.Option(None, min=1, help="--engine ray: studies in flight at most (default 2 per actor + 2): "
                                             "bounds the cluster's memory for a cohort of any size."),
     qc: bool = typer.Option(True, help="Quality control (when the run has RUN/quality.json): quality.csv with each case's "
@@ -61,9 +62,10 @@ def predict(
 
     if (manifest is None) == (not inputs):
         raise ConfigError("give the inputs, or --manifest COHORT (not both)", hint="medseg predict RUN scans/ --out OUT")
-    ray_options = {"address": address, "actors": actors, "gpus_per_actor": gpus_per_actor,
-                   "cpus_per_actor": cpus_per_actor, "in_flight": in_flight}
-    ray_given = [f"--{k.replace('_', '-')}" for k, v in ray_options.items() if v not in (None, 1, 0.0, 1.0)]
+    given = {"address": address, "actors": actors, "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor,
+             "in_flight": in_flight}
+    ray_options = {k: v for k, v in given.items() if v is not None}  # the rest: RayEngine's defaults
+    ray_given = [f"--{k.replace('_', '-')}" for k in ray_options]
     if manifest is None and (max_failures is not None or engine != "inprocess"):
         raise ConfigError("--max-failures and --engine apply to --manifest cohorts")
     if engine not in ("inprocess", "ray"):
@@ -113,8 +115,9 @@ def _cohort(predictor, manifest: Path, out: Path, fmt: str, max_failures, series
         from medseg.inference.cohort_ray import RayEngine
 
         engine = RayEngine(**ray_options)
-        engine.connect()  # a missing Ray or a cluster too small is reported before anything is written
     try:
+        if engine is not None:
+            engine.connect()  # a missing Ray or a cluster too small is reported before anything is written
         with case_progress(console, "cohort") as on_study:
             result = run_cohort(predictor, studies, out, fmt=fmt, max_failures=max_failures, series_uid=series_uid,
                                 roots=(manifest,) if manifest.is_dir() else (), on_study=on_study, engine=engine)

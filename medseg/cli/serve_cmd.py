@@ -56,7 +56,8 @@ def serve(
     if not _loopback(host) and not token:
         raise ConfigError(f"--host {host} makes the service reachable from other machines: a token is required",
                           hint="add --token-file FILE, or leave out --host (127.0.0.1)")
-    settings = ServeSettings(data_dir, token, parse_bytes(max_upload), queue, parse_duration(keep), max_jobs, list(cors_origin or []))
+    settings = ServeSettings(data_dir, token, parse_bytes(max_upload), queue, parse_duration(keep), max_jobs, list(cors_origin or []),
+                             ["127.0.0.1", "localhost", "::1", "[::1]"] if _loopback(host) else None)
     predictor, _ = _predictor(run, "auto", tta, device, True, True)
     app = create_app(predictor, settings)
     console.print(f"serving {run} on http://{host}:{port}/ (data in {data_dir}; token {'required' if token else 'off'})",

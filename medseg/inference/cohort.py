@@ -11,8 +11,9 @@
 - **Failures** (``OUT/failures.csv``): id, input and error of each study that failed, rewritten atomically after
   each; ``max_failures`` stops the cohort when more fail (exit status 1).
 - **Progress**: done, failed, remaining, studies per minute and ETA, in ``OUT/cohort.log`` and the command's bar.
-- Each study goes through :meth:`~medseg.inference.predictor.Predictor.predict_case`, the path ``medseg predict``
-  takes for files: nothing about reading, sliding windows, TTA or writing is repeated here.
+- Each study goes through the three stages of :mod:`medseg.inference.cohort_stages` (the predictor's ``prepare``,
+  ``network`` and ``finish``, the ones ``medseg predict`` runs on files, and the writer), in this process or on Ray
+  (:mod:`medseg.inference.cohort_ray`): nothing about reading, sliding windows, TTA or writing is repeated here.
 """
 
 from __future__ import annotations

@@ -63,6 +63,11 @@ def _use_token_if_available() -> None:
         quiet.setLevel(level)
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 class NetworkActor:
     """Holds one predictor's network (loaded once) and runs :func:`network_stage` for the studies sent to it."""
 
@@ -105,6 +110,7 @@ class RayEngine:
         self.in_flight = in_flight or 2 * actors + 2
         self._started = False
         self._pool: list = []
+        self.actor_pids: list[int] = []  # of the cohort now running, once its actors have loaded the model
 
     def connect(self):
         ray = import_ray()
@@ -120,7 +126,11 @@ class RayEngine:
                 raise ConfigError(f"cannot connect to Ray at {self.address or 'a new local instance'}: {e}",
                                   hint="start one with `ray start --head`, or leave out --address for a local one") from None
             self._started = True
-        self._check_resources(ray.cluster_resources())
+        try:
+            self._check_resources(ray.cluster_resources())
+        except ConfigError:
+            self.shutdown()  # a local Ray started for nothing is not left running
+            raise
         return ray
 
     def _check_resources(self, resources: dict) -> None:
@@ -135,7 +145,7 @@ class RayEngine:
                               hint="use fewer --actors or a smaller --gpus-per-actor (0: on the CPU)")
 
     def pids(self) -> list[int]:
-        """The process ids of the actors (of the cohort now running)."""
+        """The process ids of the actors of the cohort now running (an actor call: it waits behind the queued ones)."""
         ray = import_ray()
         return ray.get([a.pid.remote() for a in self._pool])
 
@@ -149,7 +159,18 @@ class RayEngine:
         prepare = ray.remote(num_cpus=self.cpus_per_task, max_retries=RETRIES, num_returns=2)(_prepare)
         finish = ray.remote(num_cpus=self.cpus_per_task, max_retries=RETRIES)(_finish)
         threads = max(1, round(self.cpus_per_actor))
-        self._pool = [remote_actor.remote(predictor.source, threads) for _ in range(self.actors)]
+
+        def start_actor():
+            return remote_actor.remote(predictor.source, threads)
+
+        self._pool = [start_actor() for _ in range(self.actors)]
+        try:
+            self.actor_pids = ray.get([actor.pid.remote() for actor in self._pool])  # each has loaded the model
+        except ray.exceptions.RayError as e:
+            self._kill_pool(ray)
+            raise ConfigError(f"the network actors could not start: {_first_line(e)}",
+                              hint="check that medseg and the run are installed and readable on every node") from None
+        replacements = RETRIES * self.actors  # actors that died for good and were replaced, at most
         queued = [0] * self.actors
         light, writer_ref = ray.put(predictor.without_network()), ray.put(writer)
         pending: dict = {}
@@ -163,28 +184,47 @@ class RayEngine:
             a = queued.index(min(queued))
             queued[a] += 1
             net = self._pool[a].network.remote(x)
-            pending[finish.remote(light, writer_ref, study, out, net, meta, quality)] = (study, a)
+            pending[finish.remote(light, writer_ref, study, out, net, meta, quality)] = (study, a, self._pool[a])
             return True
 
         try:
             while len(pending) < self.in_flight and submit():
                 pass
             while pending:
-                [ready], _ = ray.wait(list(pending), num_returns=1)
-                study, a = pending.pop(ready)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=60)
+                if not ready:
+                    log.info("%d studies in flight, none finished in the last minute (does the cluster have the actors' "
+                             "resources?)", len(pending))
+                    continue
+                study, a, actor = pending.pop(ready[0])
                 queued[a] -= 1
+                timings: dict = {}
                 try:
-                    row, timings = ray.get(ready)
-                except ray.exceptions.RayError as e:  # a worker that died more often than it was retried
-                    row, timings = StudyFailed(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"), {}
+                    row, timings = ray.get(ready[0])
+                except ray.exceptions.RayTaskError:  # a stage raised what no study should (a bug): stop, as in-process
+                    raise
+                except ray.exceptions.RayActorError as e:  # the actor died more often than its calls were retried
+                    row = StudyFailed(f"the network actor died and its retries ran out: {_first_line(e)}")
+                    if actor is self._pool[a]:
+                        if replacements == 0:
+                            raise ConfigError("the network actors keep dying; the cohort stops (rerun to resume)",
+                                              hint="see Ray's logs (e.g. out of memory: fewer --actors or --in-flight)") from None
+                        replacements -= 1
+                        ray.kill(actor, no_restart=True)
+                        self._pool[a] = start_actor()
+                except ray.exceptions.RayError as e:  # a task's worker or node lost more often than it was retried
+                    row = StudyFailed(f"a Ray worker was lost and the retries ran out: {_first_line(e)}")
                 submit()
                 yield study, row, timings
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
-            for actor in self._pool:
-                ray.kill(actor)
-            self._pool = []
+            self._kill_pool(ray)
+
+    def _kill_pool(self, ray) -> None:
+        for actor in self._pool:
+            ray.kill(actor)
+        self._pool = []
 
     def shutdown(self) -> None:
         if self._started:

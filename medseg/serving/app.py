@@ -48,6 +48,7 @@ class ServeSettings:
     keep_seconds: float = 24 * 3600
     max_jobs: int = 500
     cors_origins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] | None = None  # Host headers accepted (the loopback names when bound to loopback)
 
 
 def create_app(predictor, settings: ServeSettings):
@@ -63,6 +64,10 @@ def create_app(predictor, settings: ServeSettings):
 
     app = FastAPI(title="medseg", version="1", description="Segmentation jobs for one trained medseg model.", lifespan=lifespan)
     app.state.jobs, app.state.worker = jobs, worker
+    if settings.allowed_hosts:  # a page elsewhere cannot reach a loopback server through a rebound DNS name
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -90,8 +95,11 @@ def create_app(predictor, settings: ServeSettings):
         return PAGE.read_text(encoding="utf-8")
 
     @app.get("/healthz")
-    def healthz() -> dict:
-        return {"status": "ok", "queued": worker.queue.qsize(), "token_required": settings.token is not None}
+    def healthz():
+        alive = worker.is_alive() and not worker.stopping.is_set()
+        body = {"status": "ok" if alive else "the worker has stopped", "queued": worker.queue.qsize(),
+                "token_required": settings.token is not None}
+        return JSONResponse(body, status_code=200 if alive else 503)
 
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     def models() -> dict:
@@ -103,15 +111,25 @@ def create_app(predictor, settings: ServeSettings):
                                          "color": list(predictor.colors[i]) if i < len(predictor.colors) else None}
                                         for i in range(scheme.num_classes)]}]}
 
+    uploading = [0]  # uploads being received now: at most as many as the queue holds
+
     @app.post("/v1/jobs", status_code=202, dependencies=[Depends(authorized)])
     async def create_job(request: Request):
+        from starlette.concurrency import run_in_threadpool
+
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/octet-stream":
+            raise HTTPException(415, "send the scan's bytes as the body with Content-Type: application/octet-stream")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes:
             raise HTTPException(413, f"the upload is larger than the limit of {settings.max_upload_bytes} bytes")
+        if worker.full() or uploading[0] >= settings.queue_size:
+            raise HTTPException(503, f"the queue is full ({settings.queue_size} jobs); try again shortly",
+                                headers={"Retry-After": "5"})
+        uploading[0] += 1
         job_id = jobs.new_id()
         received = jobs.incoming / job_id
-        size = 0
         try:
+            size = 0
             with received.open("wb") as f:
                 async for chunk in request.stream():
                     size += len(chunk)
@@ -123,12 +141,16 @@ def create_app(predictor, settings: ServeSettings):
             folder = jobs.folder(job_id)
             folder.mkdir()
             try:
-                upload = store(received, folder)
-                _check_readable(upload, predictor)
+                upload = await run_in_threadpool(_store_and_check, received, folder, predictor)
             except DataError as e:
                 jobs.remove(job_id)
-                raise HTTPException(415 if "not a file medseg reads" in str(e) else 422, str(e)) from None
+                raise HTTPException(415 if "not a file medseg reads" in e.message else 422, e.message) from None
+            except Exception as e:  # noqa: BLE001 - whatever a malformed upload raises, it is refused, not a 500
+                jobs.remove(job_id)
+                log.warning("upload refused: %s", type(e).__name__)
+                raise HTTPException(422, f"the scan cannot be read ({type(e).__name__})") from None
         finally:
+            uploading[0] -= 1
             received.unlink(missing_ok=True)
         job = Job(job_id, upload.kind, upload.dims, size, str(upload.path.relative_to(folder)))
         jobs.add(job)
@@ -137,11 +159,11 @@ def create_app(predictor, settings: ServeSettings):
             raise HTTPException(503, f"the queue is full ({settings.queue_size} jobs); try again shortly",
                                 headers={"Retry-After": "5"})
         log.info("job %s queued (%s, %d bytes)", job_id, upload.kind, size)
-        return JSONResponse(job.public(worker.position(job_id)), status_code=202)
+        return JSONResponse(jobs.public(job, worker.position(job_id)), status_code=202)
 
     @app.get("/v1/jobs/{job_id}", dependencies=[Depends(authorized)])
     def job_status(job_id: str) -> dict:
-        return job_or_404(job_id).public(worker.position(job_id))
+        return jobs.public(job_or_404(job_id), worker.position(job_id))
 
     def result(job_id: str, what: str):
         job = job_or_404(job_id)
@@ -152,6 +174,8 @@ def create_app(predictor, settings: ServeSettings):
             raise HTTPException(404, f"this job has no {what}" + (" (a DICOM SEG needs a DICOM series input, highdicom "
                                                                  "installed and a predicted segment)" if what == "seg.dcm" else ""))
         path = jobs.folder(job_id) / "out" / name
+        if not path.is_file():  # removed by retention a moment ago
+            raise HTTPException(404, "no such job (removed by retention)")
         ending = next((e for e in MEDIA if name.endswith(e)), "")
         return FileResponse(path, media_type=MEDIA.get(ending, "application/octet-stream"), filename=f"{what.split('.')[0]}{ending}")
 
@@ -173,17 +197,26 @@ def create_app(predictor, settings: ServeSettings):
 
     @app.get("/v1/jobs/{job_id}/view", dependencies=[Depends(authorized)])
     def view(job_id: str, plane: str = Query("axial"), index: int | None = Query(None, ge=0),
-             opacity: float = Query(0.45, ge=0.0, le=1.0), hide: str = Query("", pattern=r"^[0-9,]*$")):
+             opacity: float = Query(0.45, ge=0.0, le=1.0), hide: str = Query("", max_length=64, pattern=r"^[0-9,]*$")):
         job = job_or_404(job_id)
         if job.status != "done":
             raise HTTPException(409, f"job is {job.status}")
         if plane not in PLANES:
             raise HTTPException(422, f"plane must be one of {', '.join(PLANES)}")
         hidden = [int(c) for c in hide.split(",") if c]
-        png = render(jobs.folder(job_id) / "view", job.dims, job.spacing or [], predictor.colors, plane, index, opacity, hidden)
+        try:
+            png = render(jobs.folder(job_id) / "view", job.dims, job.spacing or [], predictor.colors, plane, index, opacity, hidden)
+        except FileNotFoundError:
+            raise HTTPException(404, "no such job (removed by retention)") from None
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     return app
+
+
+def _store_and_check(received: Path, folder: Path, predictor):
+    upload = store(received, folder)
+    _check_readable(upload, predictor)
+    return upload
 
 
 def _check_readable(upload, predictor) -> None:
@@ -207,6 +240,6 @@ def _check_readable(upload, predictor) -> None:
             with Image.open(upload.path) as im:
                 im.verify()
     except MedsegError as e:
-        raise DataError(f"the scan cannot be read: {e}") from None
+        raise DataError(f"the scan cannot be read: {e.message}") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"the scan cannot be read: {type(e).__name__}: {e}") from None

@@ -83,18 +83,20 @@ class JobStore:
 
     def _recover(self) -> None:
         for folder in sorted(self.jobs_dir.iterdir()):
-            if not JOB_ID.match(folder.name) or not (folder / "job.json").is_file():
+            if not JOB_ID.match(folder.name):
+                continue
+            if not (folder / "job.json").is_file():  # an upload cut off before its job was made
+                shutil.rmtree(folder, ignore_errors=True)
                 continue
             try:
                 job = Job(**read_json_object(folder / "job.json"))
             except (MedsegError, TypeError):
                 log.warning("job %s: unreadable job.json; left alone", folder.name)
                 continue
-            if job.status not in FINISHED:
-                job.status, job.finished = "failed", time.time()
-                job.error = "the server stopped before this job finished; submit the scan again"
-                self.save(job)
             self.jobs[job.id] = job
+            if job.status not in FINISHED:
+                self.update(job, status="failed", finished=time.time(),
+                            error="the server stopped before this job finished; submit the scan again")
         if self.jobs:
             log.info("found %d earlier job(s)", len(self.jobs))
 
@@ -117,8 +119,23 @@ class JobStore:
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id) if JOB_ID.match(job_id or "") else None
 
+    def public(self, job: Job, position: int | None = None) -> dict:
+        """The job as the API shows it, read while the worker cannot change it."""
+        with self.lock:
+            return job.public(position)
+
+    def update(self, job: Job, **changes) -> None:
+        """Change a job (under the lock, so readers see all or none of the change) and save it."""
+        with self.lock:
+            for k, v in changes.items():
+                setattr(job, k, v)
+            record = asdict(job)
+        write_json(self.folder(job.id) / "job.json", record)
+
     def save(self, job: Job) -> None:
-        write_json(self.folder(job.id) / "job.json", asdict(job))
+        with self.lock:
+            record = asdict(job)
+        write_json(self.folder(job.id) / "job.json", record)
 
     def remove(self, job_id: str) -> None:
         with self.lock:
@@ -139,58 +156,74 @@ class JobStore:
 
 class Worker(threading.Thread):
     """Runs queued jobs one at a time with the one predictor (the network's windows of a scan are batched; scans
-    are not batched together)."""
+    are not batched together). Retention runs after each job and every minute."""
+
+    PURGE_EVERY = 60.0
 
     def __init__(self, predictor, store: JobStore, queue_size: int = 16):
         super().__init__(daemon=True, name="medseg-serve-worker")
         self.predictor, self.store = predictor, store
         self.queue: queue.Queue[str] = queue.Queue(maxsize=queue_size)
         self.waiting: list[str] = []
+        self.lock = threading.Lock()
         self.stopping = threading.Event()
 
     def submit(self, job: Job) -> bool:
         """Queue a job; ``False`` when the queue is full."""
-        try:
-            self.queue.put_nowait(job.id)
-        except queue.Full:
-            return False
-        self.waiting.append(job.id)
+        with self.lock:
+            self.waiting.append(job.id)
+            try:
+                self.queue.put_nowait(job.id)
+            except queue.Full:
+                self.waiting.remove(job.id)
+                return False
         return True
 
+    def full(self) -> bool:
+        return self.queue.full()
+
     def position(self, job_id: str) -> int | None:
-        try:
-            return self.waiting.index(job_id) + 1
-        except ValueError:
-            return None
+        with self.lock:
+            return self.waiting.index(job_id) + 1 if job_id in self.waiting else None
 
     def run(self) -> None:
+        purged = time.monotonic()
         while not self.stopping.is_set():
             try:
                 job_id = self.queue.get(timeout=0.2)
             except queue.Empty:
-                continue
-            if job_id in self.waiting:
-                self.waiting.remove(job_id)
-            job = self.store.get(job_id)
-            if job is not None:
-                self._run(job)
-            self.store.purge()
+                job_id = None
+            try:
+                if job_id is not None:
+                    with self.lock:
+                        if job_id in self.waiting:
+                            self.waiting.remove(job_id)
+                    job = self.store.get(job_id)
+                    if job is not None:
+                        self._run(job)
+                if job_id is not None or time.monotonic() - purged > self.PURGE_EVERY:
+                    self.store.purge()
+                    purged = time.monotonic()
+            except Exception as e:  # noqa: BLE001 - the worker must outlive any one job
+                log.error("worker: %s (the job, if any, is marked failed)", type(e).__name__)
 
     def _run(self, job: Job) -> None:
-        job.status, job.started = "running", time.time()
-        self.store.save(job)
+        self.store.update(job, status="running", started=time.time())
+        results: dict = {}
         try:
-            self._predict(job)
-            job.status = "done"
+            self._predict(job, results)
+            status, error = "done", None
         except MedsegError as e:
-            job.status, job.error = "failed", str(e)
-        except (OSError, RuntimeError, ValueError, MemoryError) as e:
-            job.status, job.error = "failed", f"prediction failed: {type(e).__name__}: {e}"
-        job.finished = time.time()
-        self.store.save(job)
+            status, error = "failed", e.message + (f" (fix: {e.hint})" if e.hint else "")
+        except Exception as e:  # noqa: BLE001 - any error fails this job, never the server
+            status, error = "failed", f"prediction failed: {type(e).__name__}"
+            log.error("job %s failed: %s", job.id, type(e).__name__)
+        self.store.update(job, status=status, error=error, finished=time.time(), **(results if status == "done" else {}))
         log.info("job %s (%s, %d bytes): %s in %.1f s", job.id, job.kind, job.size, job.status, job.finished - job.started)
 
-    def _predict(self, job: Job) -> None:
+    def _predict(self, job: Job, results: dict) -> None:
+        """Predict the job's scan and write its files; what the job shows of them goes into ``results``, published
+        with the job's end."""
         from medseg.inference.overlays import to_rgb
 
         p = self.predictor
@@ -202,14 +235,15 @@ class Worker(threading.Thread):
         writer = p.make_writer("native", overlays=False)
         target, entropy, pred = p.predict_case(case, out, writer, save_probabilities=True, uncertainty=True,
                                                quality=p.quality is not None, image=image)
-        job.files["mask"] = target.name
-        job.files["probabilities"] = writer.targets(out, case, True, False)[1].name
+        files = {"mask": target.name, "probabilities": writer.targets(out, case, True, False)[1].name}
         if entropy:
-            job.files["uncertainty"] = entropy
+            files["uncertainty"] = entropy
         if job.kind == "dicom-zip":
-            self._seg(job, case, image, pred, out)
+            seg = self._seg(case, image, pred, out)
+            if seg:
+                files["seg.dcm"] = seg
         if pred.quality is not None:
-            job.check, job.reasons = bool(pred.quality.check), list(pred.quality.reasons)
+            results.update(check=bool(pred.quality.check), reasons=list(pred.quality.reasons))
         view = folder / "view"
         view.mkdir(exist_ok=True)
         arr = image.array
@@ -220,21 +254,21 @@ class Worker(threading.Thread):
             picture = np.clip((arr[0] - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
         np.save(view / "image.npy", picture)
         np.save(view / "labels.npy", pred.labels.astype(np.uint8))
-        job.shape = list(pred.labels.shape)
-        job.spacing = [float(s) for s in image.geometry.spacing][:len(job.shape)]
-        job.classes = [int(c) for c in np.unique(pred.labels) if c > 0]
+        shape = list(pred.labels.shape)
+        results.update(files=files, shape=shape, spacing=[float(s) for s in image.geometry.spacing][:len(shape)],
+                       classes=[int(c) for c in np.unique(pred.labels) if c > 0])
 
-    def _seg(self, job: Job, case: InputCase, image, pred, out: Path) -> None:
+    def _seg(self, case: InputCase, image, pred, out: Path) -> str | None:
         """A DICOM SEG beside the mask, when highdicom is installed and something was predicted."""
         try:
             import highdicom  # noqa: F401
         except ImportError:
-            return
+            return None
         from medseg.inference.writers import NothingToWrite, VolumeWriter
 
         p = self.predictor
         try:
             seg, _ = VolumeWriter(p.scheme, "dicom-seg", p.identity, p.label_codes).write(out, case, image, pred)
-            job.files["seg.dcm"] = seg.name
         except NothingToWrite:
-            pass
+            return None
+        return seg.name

@@ -91,6 +91,9 @@ def store(received: Path, folder: Path) -> Upload:
 
 
 def _unzip_dicom(archive: Path, series: Path) -> None:
+    """Unpack the members as numbered files, streamed in chunks: each must start as DICOM does (checked on its
+    first 132 bytes, before more is read), and the bytes unpacked are bounded in all (no zip bomb)."""
+    budget = archive.stat().st_size * 20 + (64 << 20)
     try:
         with zipfile.ZipFile(archive) as z:
             members = [m for m in z.infolist() if not m.is_dir()]
@@ -98,18 +101,18 @@ def _unzip_dicom(archive: Path, series: Path) -> None:
                 raise DataError("the zip archive is empty: it must hold the DICOM files of one series")
             if len(members) > MAX_ZIP_MEMBERS:
                 raise DataError(f"the zip archive holds {len(members)} files, more than {MAX_ZIP_MEMBERS}")
-            budget = archive.stat().st_size * 20 + (64 << 20)  # unpacked bytes allowed: no zip bomb
             for i, m in enumerate(members):
-                if m.file_size > budget:
-                    raise DataError("the zip archive unpacks to far more than its size (a zip bomb?)")
-                with z.open(m) as src:
-                    data = src.read(budget + 1)
-                budget -= len(data)
-                if budget < 0:
-                    raise DataError("the zip archive unpacks to far more than its size (a zip bomb?)")
-                if data[128:132] != b"DICM":
-                    raise DataError("a file in the zip archive is not DICOM (no 'DICM' at byte 128): the archive must hold "
-                                    "the files of one DICOM series only")
-                (series / f"{i:05d}.dcm").write_bytes(data)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as e:
+                with z.open(m) as src, (series / f"{i:05d}.dcm").open("wb") as dst:
+                    head = src.read(132)
+                    if head[128:132] != b"DICM":
+                        raise DataError("a file in the zip archive is not DICOM (no 'DICM' at byte 128): the archive must "
+                                        "hold the files of one DICOM series only")
+                    dst.write(head)
+                    budget -= len(head)
+                    while chunk := src.read(1 << 20):
+                        budget -= len(chunk)
+                        if budget < 0:
+                            raise DataError("the zip archive unpacks to far more than its size (a zip bomb?)")
+                        dst.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error) as e:
         raise DataError(f"the zip archive cannot be read: {e}") from None
