@@ -51,6 +51,8 @@ def predict(
                                                    "threads: the nearest whole number; default 1); the rest read, preprocess and write."),
     in_flight: Optional[int] = typer.Option(None, min=1, help="--engine ray: studies in flight at most (default 2 per actor + 2): "
                                             "bounds the cluster's memory for a cohort of any size."),
+    folds: Optional[str] = typer.Option(None, help="A cross-validated run (medseg train --folds): the folds to average, "
+                                        "e.g. 0,2 (default all)."),
     qc: bool = typer.Option(True, help="Quality control (when the run has RUN/quality.json): quality.csv with each case's "
                             "score, predicted Dice and a 'check this case' flag with its reasons."),
 ) -> None:
@@ -79,7 +81,8 @@ def predict(
             raise ConfigError(f"{', '.join(unsupported)}: not available with --manifest (a cohort writes one label file per "
                               "study and its status)", hint="leave them out, or predict the files without --manifest")
     tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
-    predictor, handle = _predictor(run, backend, tta, device, calibration, amp)
+    fold_list = _fold_list(folds)
+    predictor, handle = _predictor(run, backend, tta, device, calibration, amp, fold_list)
     running = "onnxruntime, float32" if isinstance(predictor.model, OnnxNetwork) else \
         f"torch, {str(predictor.amp_dtype).removeprefix('torch.') if predictor.amp_dtype else 'float32'}"
     console.print(f"backend: {running} on {predictor.device}" + (" (--backend auto)" if backend == "auto" else ""),
@@ -132,7 +135,18 @@ def _cohort(predictor, manifest: Path, out: Path, fmt: str, max_failures, series
         raise typer.Exit(1)
 
 
-def _predictor(run: Path, backend: str, tta: bool, device: str, calibration: bool, amp: bool):
+def _fold_list(folds: Optional[str]) -> Optional[list[int]]:
+    from medseg.errors import ConfigError
+
+    if folds is None:
+        return None
+    try:
+        return [int(x) for x in folds.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--folds {folds}: give fold numbers separated by commas, e.g. 0,2") from None
+
+
+def _predictor(run: Path, backend: str, tta: bool, device: str, calibration: bool, amp: bool, folds: Optional[list[int]] = None):
     """The predictor of ``run`` (a run folder or a bundle) on ``backend``, and the temporary bundle to clean up."""
     from medseg.errors import ConfigError
     from medseg.inference.bundle import is_bundle, temporary_bundle
@@ -144,12 +158,16 @@ def _predictor(run: Path, backend: str, tta: bool, device: str, calibration: boo
         raise ConfigError(f"--device {device}: ONNX Runtime runs here on the CPU", path=run,
                           hint="leave out --device, or predict with the run folder and --backend torch")
     if is_bundle(run):
+        if folds is not None:
+            raise ConfigError("--folds applies to a cross-validated run folder, not a bundle", path=run)
         if backend == "torch":
             raise ConfigError("--backend torch: a bundle runs in ONNX Runtime; the torch backend needs the run folder", path=run,
                               hint="leave out --backend, or give the run folder")
         return Predictor.from_bundle(run, mirror=tta, calibration=calibration), None
     if backend != "onnxruntime":
-        return Predictor.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp), None
+        return Predictor.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp, folds=folds), None
+    if folds is not None:
+        raise ConfigError("--folds: ONNX bundles hold one network; predict a cross-validated run with --backend torch", path=run)
     bundle, handle = temporary_bundle(run)
     try:
         return Predictor.from_bundle(bundle, mirror=tta, calibration=calibration), handle

@@ -25,6 +25,11 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder after an interruption."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="Use this plan.json (see `medseg plan`); flags given here override single entries. Default: plan from the data, saved as RUN/plan.json."),
     no_plan: bool = typer.Option(False, "--no-plan", help="Hand-set defaults instead of a plan (as before planning)."),
+    folds: Optional[int] = typer.Option(None, "--folds", min=2, help="K-fold cross-validation on every labelled case "
+                                        "(patients kept together): RUN/fold_<i> runs, out-of-fold evaluation in RUN/cv, "
+                                        "and `medseg predict RUN` averages the folds. --time-budget covers all folds."),
+    folds_file: Optional[Path] = typer.Option(None, "--folds-file", help="Your own folds: JSON {\"folds\": [[case, ...], ...]} "
+                                              "holding every labelled case once."),
     *,
     options: SetupOptions,
 ) -> None:
@@ -37,6 +42,13 @@ def train(
 
     distributed.init_from_env(options.device)  # a no-op unless launched by torchrun
     given = given_options(ctx)
+    from medseg.inference.ensemble import is_cross_validated
+
+    if resume is not None and is_cross_validated(resume):
+        if folds is not None or folds_file is not None or plan is not None:
+            raise ConfigError("a resumed cross-validation keeps its folds and plan", hint=f"medseg train --resume {resume}")
+        _cross_validate(None, None, None, resume, None, True, given)
+        return
     if resume is not None:
         setup = setup_from_run(resume)
     else:
@@ -47,6 +59,9 @@ def train(
         raise ConfigError("--plan cannot be combined with " + ("--resume" if resume is not None else "--no-plan"),
                           hint="a resumed run keeps its own settings" if resume is not None else "leave one of them out")
     main_rank = distributed.context().is_main  # under torchrun, rank 0 alone reports and writes
+    if folds is not None or folds_file is not None:
+        _cross_validate(setup, folds, folds_file, None, plan, no_plan, given)
+        return
     try:
         with _nothing_left_if_stopped_early(Path(setup.out)) if resume is None and main_rank else nullcontext():
             if resume is None and not no_plan:
@@ -90,17 +105,53 @@ def fit_quality_control(run: Path) -> None:
     console.print(quality_summary(model), highlight=False, markup=False)
 
 
+def _cross_validate(setup, folds: Optional[int], folds_file: Optional[Path], resume: Optional[Path], plan, no_plan: bool,
+                    given: set[str]) -> None:
+    from medseg.cli.progress import TrainProgress
+    from medseg.data.folds import DEFAULT_FOLDS
+    from medseg.io.atomic import claim_folder
+    from medseg.training.cross_validation import COMMAND, cross_validate
+
+    run = Path(resume if resume is not None else setup.out)
+    try:
+        with _nothing_left_if_stopped_early(run, run / "fold_0") if resume is None else nullcontext():
+            if resume is None:
+                claim_folder(run, COMMAND)  # the plan is written into it next
+            if resume is None and not no_plan:
+                _apply_plan(setup, plan, given)
+            budget = setup.train.time_budget if resume is None else None
+            with TrainProgress(console, f"budget {budget:.0f}s for all folds" if budget else "folds") as progress:
+                result = cross_validate(None if resume is not None else setup, run, folds or DEFAULT_FOLDS,
+                                        str(folds_file) if folds_file else None, resume is not None,
+                                        callbacks_for=lambda i, k: progress)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; continue with: medseg train --resume {run}" if (run / "fold_0" / "checkpoints").is_dir()
+                      else "interrupted before the first checkpoint; nothing to resume, start the command again",
+                      highlight=False, markup=False)
+        raise typer.Exit(130) from None
+    classes = result.summary.get("classes", {})
+    parts = []
+    for name, metrics in classes.items():
+        dice = (metrics or {}).get("dice", {})
+        if "mean" in dice:
+            ci = dice.get("ci95")
+            parts.append(f"{name} {dice['mean']:.4f}" + (f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else ""))
+    console.print(f"[green]done[/]: {result.folds} folds in {sum(result.seconds):.0f} s; out-of-fold Dice: {', '.join(parts) or '-'}"
+                  f"\nper-case table and summary in {escape(str(run / 'cv'))}; `medseg predict {escape(str(run))}` averages the folds",
+                  highlight=False)
+
+
 @contextmanager
-def _nothing_left_if_stopped_early(out: Path) -> Iterator[None]:
-    """A new run refused while its data is read, or interrupted before its first checkpoint, leaves nothing
-    behind but its preprocessed cache (the files it made, and the folder if it made that and nothing is left), so
-    the same command can simply be run again."""
+def _nothing_left_if_stopped_early(out: Path, checkpointed: Path | None = None) -> Iterator[None]:
+    """A new run refused while its data is read, or interrupted before its first checkpoint (in ``checkpointed``,
+    default ``out``), leaves nothing behind but its preprocessed cache (the files it made, and the folder if it made
+    that and nothing is left), so the same command can simply be run again."""
     existed = out.is_dir()
     before = set(out.iterdir()) if existed else set()
     try:
         yield
     except (MedsegError, KeyboardInterrupt):
-        if out.is_dir() and not any((out / "checkpoints").glob("last*")):
+        if out.is_dir() and not any(((checkpointed or out) / "checkpoints").glob("last*")):
             for p in set(out.iterdir()) - before - {out / "preprocessed"}:  # the 3D cache is kept: a rerun reuses it
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             if not existed and not any(out.iterdir()):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +65,29 @@ def evaluate_run(
     tolerance: float = DEFAULT_TOLERANCE,
     on_case: Callable[[str, int, int], None] | None = None,
     extra: Mapping[str, Any] | None = None,
+    folds: Sequence[str | Path] | None = None,
 ) -> dict:
     """Evaluate and write the files of the module docs; returns the summary dict.
 
     ``tolerance`` is the NSD tolerance (pixels in 2D, mm in 3D); ``extra`` is merged
-    into the summary (e.g. calibration figures).
+    into the summary (e.g. calibration figures). ``folds``: the fold runs of a cross-validation; every case of
+    each fold's validation split is predicted by that fold's model (out of fold), ``data`` is not used.
     """
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     predictor = Predictor.from_run(run_dir, mirror=mirror)
     dims, scheme = predictor.dims, predictor.scheme
     k = scheme.num_classes
-    if data is None:
+    predictor_of: dict[str, Predictor] = {}
+    if folds:
+        entries = []
+        for fold in folds:
+            fold_predictor = Predictor.from_run(fold, mirror=mirror)
+            fold_entries, _ = run_cases(fold, ("val",))
+            entries += fold_entries
+            predictor_of.update({e.key: fold_predictor for e in fold_entries})
+        source = f"out of fold, {len(folds)} folds"
+    elif data is None:
         entries, source = run_cases(run_dir, ("test",) if dims == 2 else ("test", "val"))
     else:
         entries, source = folder_cases(data, dims, info.get("data_options"), fov), str(data)
@@ -92,7 +103,8 @@ def evaluate_run(
     listing: dict[str, dict] = {}
     for done, entry in enumerate(entries, 1):
         case = read_case(entry, scheme, dims, predictor.num_channels)
-        prediction = predictor.predict(case.image, probabilities=True, quality=predictor.quality is not None)
+        by = predictor_of.get(entry.key, predictor)
+        prediction = by.predict(case.image, probabilities=True, quality=by.quality is not None)
         pred = prediction.labels
         reliability.update(prediction.probabilities, case.truth, case.region)
         prediction.probabilities = None

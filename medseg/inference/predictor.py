@@ -88,9 +88,23 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, overlap: float = 0.5, mirror: bool = False, device: str = "auto",
-                 calibration: bool = True, amp: bool = True) -> "Predictor":
-        """``calibration``: apply the temperature of ``RUN/calibration.json`` when there is one."""
+                 calibration: bool = True, amp: bool = True, folds: list[int] | None = None) -> "Predictor":
+        """``calibration``: apply the temperature of ``RUN/calibration.json`` when there is one. A cross-validated run
+        (``medseg train --folds``) predicts with the mean of its folds' probabilities (``folds``: a subset)."""
         run_dir = Path(run_dir)
+        from medseg.inference.ensemble import ensemble, fold_runs, is_cross_validated
+
+        if is_cross_validated(run_dir):
+            runs = fold_runs(run_dir, folds)
+            options = {"overlap": overlap, "mirror": mirror, "device": device, "calibration": calibration, "amp": amp}
+            predictor = ensemble([cls.from_run(r, **options) for r in runs], runs)
+            predictor.identity = f"{run_dir.resolve().name} ({len(runs)} folds)"
+            predictor.source = ("run", str(run_dir.resolve()), {**options, "folds": folds})
+            return predictor
+        if folds is not None:
+            from medseg.errors import ConfigError
+
+            raise ConfigError("--folds applies to a cross-validated run (medseg train --folds)", path=run_dir)
         info = read_run_info(run_dir)
         scheme = LabelScheme.from_json(info["labels"])
         train = info["train"]
@@ -162,11 +176,15 @@ class Predictor:
         if self.model is None:
             raise RuntimeError("this predictor was copied without its network (Predictor.without_network)")
         mirror_axes = tuple(range(self.dims)) if self.mirror else ()
+        image = torch.from_numpy(np.ascontiguousarray(x))
+        networks = list(getattr(self.model, "members", None) or [self.model])  # a cross-validated run: every fold
+        total = None
         with autocast_for(self.device, self.amp_dtype):
-            probs = predict_probabilities(self.model, torch.from_numpy(np.ascontiguousarray(x)), self.patch_size,
-                                          overlap=self.overlap, batch_size=self.batch_size, mirror_axes=mirror_axes,
-                                          device=self.device)
-        return probs.float().cpu().numpy()
+            for network in networks:
+                probs = predict_probabilities(network, image, self.patch_size, overlap=self.overlap, batch_size=self.batch_size,
+                                              mirror_axes=mirror_axes, device=self.device).float().cpu()
+                total = probs if total is None else total + probs
+        return (total / len(networks)).numpy()
 
     def finish(self, image: ImageData, probs: np.ndarray, ctx: object, probabilities: bool = False, uncertainty: bool = False,
                quality: bool = False) -> Prediction:

@@ -35,6 +35,8 @@ RUN_FILE = "medseg_run.json"
 #: the task a run records in ``medseg_run.json``, by the number of spatial axes of its data
 TASKS = {2: "segmentation2d", 3: "segmentation3d"}
 CALIBRATION_FILE = "calibration.json"
+#: a cross-validated run's folds (``RUN/folds.json``; the folds are run folders ``RUN/fold_<i>``)
+FOLDS_FILE = "folds.json"
 
 
 def write_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:
