@@ -81,6 +81,39 @@ def test_the_ensemble_is_the_mean_of_the_folds(cv_run, tmp_path):
     run_cli("predict", run, data / "imagesTr", "--out", tmp_path / "p2", "--folds", "0,7", code=2)
 
 
+def test_post_processing_is_decided_out_of_fold_and_applied_by_predict(cv_run, tmp_path):
+    data, run = cv_run
+    decision = json.loads((run / "postprocessing.json").read_text())
+    assert set(decision["classes"]) == {"bright", "dark"}
+    for entry in decision["classes"].values():
+        assert {"min_size", "largest_component", "fill_holes"} <= set(entry) and "apply" in entry["largest_component"]
+    assert Predictor.from_run(run).postprocess is not None
+    assert Predictor.from_run(run, postprocessing=False).postprocess is None
+    # every step switched on by hand: predict applies the file as written, --no-postprocessing ignores it
+    for entry in decision["classes"].values():
+        entry["largest_component"]["apply"] = True
+    (tmp_path / "run").mkdir()
+    import shutil
+
+    edited = tmp_path / "run" / "cv_copy"
+    shutil.copytree(run, edited, ignore=shutil.ignore_patterns("preprocessed"))
+    (edited / "postprocessing.json").write_text(json.dumps(decision))
+    image = sorted((data / "imagesTr").glob("*.nii.gz"))[0]
+    run_cli("predict", edited, image, "--out", tmp_path / "with", "--no-qc")
+    run_cli("predict", edited, image, "--out", tmp_path / "without", "--no-qc", "--no-postprocessing")
+    from scipy import ndimage
+
+    with_pp = read_image(tmp_path / "with" / image.name).array[0]
+    without = read_image(tmp_path / "without" / image.name).array[0]
+    for value in (1, 2):
+        assert ndimage.label(with_pp == value)[1] <= 1  # one component per class at most
+    assert ((with_pp != 0) <= (without != 0)).all()  # only removals
+    # the ensemble on a labelled folder; a cross-validated run has no test split of its own
+    run_cli("evaluate", run, "--data", data, "--out", tmp_path / "eval")
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["images"] == 6
+    run_cli("evaluate", run, code=2)
+
+
 def test_one_budget_is_shared_and_an_interrupted_fold_resumes(tmp_path, monkeypatch):
     import medseg.training.run as run_module
     from medseg.training.config import TrainConfig

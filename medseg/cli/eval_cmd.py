@@ -116,7 +116,11 @@ def evaluate(
     console.print(f"written: {where} ({files}, summary.json, cases.json)", highlight=False, markup=False)
     if len(paths) == 1:
         from medseg.evaluation.report import write_report
+        from medseg.inference.ensemble import is_cross_validated
 
+        if is_cross_validated(paths[0]):
+            console.print("the report covers one run: `medseg report RUN/fold_<i>` for a fold", highlight=False, markup=False)
+            return
         console.print(f"report: {write_report(paths[0], evaluation=where)}", highlight=False, markup=False)
 
 

@@ -53,6 +53,8 @@ def predict(
                                             "bounds the cluster's memory for a cohort of any size."),
     folds: Optional[str] = typer.Option(None, help="A cross-validated run (medseg train --folds): the folds to average, "
                                         "e.g. 0,2 (default all)."),
+    postprocessing: bool = typer.Option(True, help="A cross-validated run: apply RUN/postprocessing.json (decided on the "
+                                        "out-of-fold predictions); --no-postprocessing skips it."),
     qc: bool = typer.Option(True, help="Quality control (when the run has RUN/quality.json): quality.csv with each case's "
                             "score, predicted Dice and a 'check this case' flag with its reasons."),
 ) -> None:
@@ -82,7 +84,7 @@ def predict(
                               "study and its status)", hint="leave them out, or predict the files without --manifest")
     tta = tta or uncertainty  # the entropy is that of the mirroring ensemble's mean
     fold_list = _fold_list(folds)
-    predictor, handle = _predictor(run, backend, tta, device, calibration, amp, fold_list)
+    predictor, handle = _predictor(run, backend, tta, device, calibration, amp, fold_list, postprocessing)
     running = "onnxruntime, float32" if isinstance(predictor.model, OnnxNetwork) else \
         f"torch, {str(predictor.amp_dtype).removeprefix('torch.') if predictor.amp_dtype else 'float32'}"
     console.print(f"backend: {running} on {predictor.device}" + (" (--backend auto)" if backend == "auto" else ""),
@@ -146,7 +148,8 @@ def _fold_list(folds: Optional[str]) -> Optional[list[int]]:
         raise ConfigError(f"--folds {folds}: give fold numbers separated by commas, e.g. 0,2") from None
 
 
-def _predictor(run: Path, backend: str, tta: bool, device: str, calibration: bool, amp: bool, folds: Optional[list[int]] = None):
+def _predictor(run: Path, backend: str, tta: bool, device: str, calibration: bool, amp: bool, folds: Optional[list[int]] = None,
+               postprocessing: bool = True):
     """The predictor of ``run`` (a run folder or a bundle) on ``backend``, and the temporary bundle to clean up."""
     from medseg.errors import ConfigError
     from medseg.inference.bundle import is_bundle, temporary_bundle
@@ -165,7 +168,8 @@ def _predictor(run: Path, backend: str, tta: bool, device: str, calibration: boo
                               hint="leave out --backend, or give the run folder")
         return Predictor.from_bundle(run, mirror=tta, calibration=calibration), None
     if backend != "onnxruntime":
-        return Predictor.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp, folds=folds), None
+        return Predictor.from_run(run, mirror=tta, device=device, calibration=calibration, amp=amp, folds=folds,
+                                  postprocessing=postprocessing), None
     if folds is not None:
         raise ConfigError("--folds: ONNX bundles hold one network; predict a cross-validated run with --backend torch", path=run)
     bundle, handle = temporary_bundle(run)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.errors import ConfigError
 from medseg.evaluation.calibration import ReliabilityAccumulator, evaluation_calibration
 from medseg.evaluation.cases import folder_cases, read_case, run_cases
 from medseg.evaluation.metrics import DEFAULT_TOLERANCE, SegmentationMetric, mean_over_classes, wide_row
@@ -66,16 +67,24 @@ def evaluate_run(
     on_case: Callable[[str, int, int], None] | None = None,
     extra: Mapping[str, Any] | None = None,
     folds: Sequence[str | Path] | None = None,
+    postprocessing: bool = True,
 ) -> dict:
     """Evaluate and write the files of the module docs; returns the summary dict.
 
     ``tolerance`` is the NSD tolerance (pixels in 2D, mm in 3D); ``extra`` is merged
     into the summary (e.g. calibration figures). ``folds``: the fold runs of a cross-validation; every case of
     each fold's validation split is predicted by that fold's model (out of fold), ``data`` is not used.
+    ``postprocessing``: a cross-validated run's ``RUN/postprocessing.json`` is applied (``False``: not).
     """
+    from medseg.inference.ensemble import is_cross_validated
+
     run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    predictor = Predictor.from_run(run_dir, mirror=mirror)
+    cross_validated = is_cross_validated(run_dir)
+    if cross_validated and data is None and not folds:
+        raise ConfigError("a cross-validated run has no test split: its out-of-fold evaluation is in RUN/cv", path=run_dir,
+                          hint="evaluate the ensemble on a labelled folder with --data DIR")
+    info = read_run_info(run_dir / "fold_0" if cross_validated else run_dir)
+    predictor = Predictor.from_run(run_dir, mirror=mirror, postprocessing=postprocessing)
     dims, scheme = predictor.dims, predictor.scheme
     k = scheme.num_classes
     predictor_of: dict[str, Predictor] = {}

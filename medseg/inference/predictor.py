@@ -85,21 +85,26 @@ class Predictor:
         self.identity = ""            # the run (folder name and start), named in DICOM SEG outputs
         self.label_codes: dict = {}   # user-given segment codes by label value (labels.json "codes")
         self.source: tuple[str, str, dict] | None = None  # how from_run/from_bundle made it (from_source makes it again)
+        self.postprocess = None       # a cross-validated run's post-processing of the labels (medseg.inference.postprocess)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, overlap: float = 0.5, mirror: bool = False, device: str = "auto",
-                 calibration: bool = True, amp: bool = True, folds: list[int] | None = None) -> "Predictor":
+                 calibration: bool = True, amp: bool = True, folds: list[int] | None = None,
+                 postprocessing: bool = True) -> "Predictor":
         """``calibration``: apply the temperature of ``RUN/calibration.json`` when there is one. A cross-validated run
-        (``medseg train --folds``) predicts with the mean of its folds' probabilities (``folds``: a subset)."""
+        (``medseg train --folds``) predicts with the mean of its folds' probabilities (``folds``: a subset) and
+        applies its ``RUN/postprocessing.json`` unless ``postprocessing`` is false."""
         run_dir = Path(run_dir)
         from medseg.inference.ensemble import ensemble, fold_runs, is_cross_validated
+        from medseg.inference.postprocess import PostProcessing
 
         if is_cross_validated(run_dir):
             runs = fold_runs(run_dir, folds)
             options = {"overlap": overlap, "mirror": mirror, "device": device, "calibration": calibration, "amp": amp}
             predictor = ensemble([cls.from_run(r, **options) for r in runs], runs)
             predictor.identity = f"{run_dir.resolve().name} ({len(runs)} folds)"
-            predictor.source = ("run", str(run_dir.resolve()), {**options, "folds": folds})
+            predictor.postprocess = PostProcessing.of_run(run_dir) if postprocessing else None
+            predictor.source = ("run", str(run_dir.resolve()), {**options, "folds": folds, "postprocessing": postprocessing})
             return predictor
         if folds is not None:
             from medseg.errors import ConfigError
@@ -191,6 +196,8 @@ class Predictor:
         """The network's probabilities mapped back onto ``image``'s grid (see :meth:`predict`)."""
         features = QualityFeatures.of(image.array, probs) if quality else None  # uncalibrated, on the working grid
         ids, full = self.pre.restore(probs, ctx, probabilities or uncertainty)
+        if self.postprocess is not None:
+            ids = self.postprocess(ids)
         if full is not None and self.temperature:
             full = apply_temperature(full, self.temperature)
         pred = Prediction(ids, full if probabilities else None, features=features)

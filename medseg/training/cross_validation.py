@@ -11,7 +11,10 @@ model is validated on the cases it never saw, and the folds together predict as 
   was interrupted and trains the rest.
 - **Out-of-fold evaluation** (``RUN/cv/``): every case predicted once, by the fold that did not train on it; the
   per-case table, the summary with bootstrap CIs and the predictions, as ``medseg evaluate`` writes them.
-- **Prediction**: ``medseg predict RUN`` averages the folds' probabilities (:mod:`medseg.inference.ensemble`).
+- **Post-processing** decided on the out-of-fold predictions (:mod:`medseg.evaluation.postprocess_fit`):
+  ``RUN/postprocessing.json``.
+- **Prediction**: ``medseg predict RUN`` averages the folds' probabilities (:mod:`medseg.inference.ensemble`) and
+  applies the post-processing.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class CrossValidationResult:
     folds: int
     seconds: list[float] = field(default_factory=list)
     summary: dict = field(default_factory=dict)  # the out-of-fold evaluation's summary.json
+    postprocessing: dict = field(default_factory=dict)  # RUN/postprocessing.json
 
 
 def case_stratum(label_paths) -> object:
@@ -58,9 +62,19 @@ def case_stratum(label_paths) -> object:
 
 
 def labelled_cases(setup: TrainSetup) -> list:
+    """Every labelled case but those of an official test folder (2D folders named ``test``), which stay unseen."""
     from medseg.evaluation.cases import folder_cases
 
-    return folder_cases(setup.data, setup.dims, setup.data_options.to_json() if setup.dims == 2 else None)
+    if setup.dims == 3:
+        return folder_cases(setup.data, 3)
+    from medseg.data.dataset2d import prepare_dataset
+    from medseg.runfolder.split import SplitEntry
+
+    cases = prepare_dataset(setup.data, setup.data_options).cases  # as training finds them
+    kept = [c for c in cases if c.subset != "test"]
+    if len(kept) < len(cases):
+        log.info("cross-validation on %d cases; the %d of the test folder stay unseen", len(kept), len(cases) - len(kept))
+    return [SplitEntry(c.key, (c.image,), c.masks, c.fov, c.group) for c in kept]
 
 
 def write_folds(run: Path, setup: TrainSetup, k: int, folds_file: str | None) -> dict:
@@ -162,4 +176,7 @@ def cross_validate(setup: TrainSetup | None, run: str | Path, k: int = 5, folds_
         record["done"].append(i)
         write_json(run / FOLDS_FILE, record)
     summary = evaluate_run(run / "fold_0", out=run / "cv", folds=[run / f"fold_{i}" for i in range(len(folds))])
-    return CrossValidationResult(len(folds), [record["seconds"][str(i)] for i in range(len(folds))], summary)
+    from medseg.evaluation.postprocess_fit import fit_postprocessing
+
+    decision = fit_postprocessing(run)
+    return CrossValidationResult(len(folds), [record["seconds"][str(i)] for i in range(len(folds))], summary, decision)
