@@ -66,6 +66,8 @@ def test_every_case_is_predicted_out_of_fold_once(cv_run):
     run_cli("train", "--resume", run)  # nothing left to train: the folds stay as they are
     assert {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.glob("fold_*/model.safetensors")} == before and len(before) == 3
     run_cli("train", "--resume", run, "--folds", "4", code=2)
+    run_cli("train", data, "--out", run.parent / "clash", "--folds", "3", "--split", "50/50/0", *FAST, code=2)
+    assert not (run.parent / "clash").exists()
 
 
 def test_the_ensemble_is_the_mean_of_the_folds(cv_run, tmp_path):

@@ -112,6 +112,15 @@ def _cross_validate(setup, folds: Optional[int], folds_file: Optional[Path], res
     from medseg.io.atomic import claim_folder
     from medseg.training.cross_validation import COMMAND, cross_validate
 
+    from medseg.runtime import distributed
+
+    if distributed.context().world_size > 1:
+        raise ConfigError("--folds runs the folds one after the other in one process; under torchrun each fold would run "
+                          "on every rank", hint="run `medseg train --folds` without torchrun")
+    clash = sorted({"split", "split_file"} & given)
+    if clash:
+        raise ConfigError(f"--{clash[0].replace('_', '-')}: cross-validation splits by its folds (every case is validated once)",
+                          hint="leave it out, or give your own folds with --folds-file")
     run = Path(resume if resume is not None else setup.out)
     try:
         with _nothing_left_if_stopped_early(run, run / "fold_0") if resume is None else nullcontext():
