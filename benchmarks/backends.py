@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import describe
+from benchmarks.common import describe, publish
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -134,10 +134,7 @@ def main() -> None:
     exports = ", ".join(f"{r['dataset']} {r['export_s']:.1f} s" for r in rows[::6])
     text = (f"\n## Prediction backends (issue 19)\n\nMachine: {describe()}.\n`python -m benchmarks.backends`; "
             f"export took {exports}.\n\n{table(rows)}\n")
-    print(text)
-    if args.append:
-        with open(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", "a") as f:
-            f.write(text)
+    publish(text, args.append)
 
 
 if __name__ == "__main__":

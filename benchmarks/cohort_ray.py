@@ -170,7 +170,7 @@ def main() -> None:
         r = _run(args.run, Path(manifest), Path(out), ENGINES[name], None if address == "-" else address)
         print("RESULT " + json.dumps(r))
         return
-    from benchmarks.common import describe
+    from benchmarks.common import describe, publish
 
     engines = args.engines.split(",")
     unknown = [e for e in engines if e not in ENGINES]
@@ -225,10 +225,7 @@ def main() -> None:
                   f"read + preprocess {ct['read']:.1f} s, restore + write {ct['write']:.1f} s on one CPU process; "
                   f"{ct['windows']} sliding windows at 50% overlap, {ct['per_window'] * 1000:.0f} ms per window on this CPU "
                   f"(torch threads 2), i.e. {ct['windows'] * ct['per_window']:.0f} s of network per CT here."]
-    print("\n".join(lines))
-    if args.append:
-        with (Path(__file__).resolve().parents[1] / "BENCHMARKS.md").open("a") as f:
-            f.write("\n".join(lines) + "\n")
+    publish("\n".join(lines), args.append)
 
 
 if __name__ == "__main__":

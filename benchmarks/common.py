@@ -30,3 +30,13 @@ def run_medseg(*args: str) -> float:
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "medseg", *args], check=True)
     return time.perf_counter() - t
+
+
+def publish(text: str, append: bool) -> None:
+    """Print a benchmark's section and, with ``append``, add it to BENCHMARKS.md."""
+    from pathlib import Path
+
+    print(text)
+    if append:
+        with (Path(__file__).resolve().parents[1] / "BENCHMARKS.md").open("a") as f:
+            f.write(text if text.endswith("\n") else text + "\n")

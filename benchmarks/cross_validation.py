@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--single", action="store_true", help="also train the single model on the same budget")
     ap.add_argument("--append", action="store_true", help="add the table to BENCHMARKS.md")
     a = ap.parse_args()
-    from benchmarks.common import describe, run_medseg
+    from benchmarks.common import describe, publish, run_medseg
     from medseg.evaluation.evaluate_run import evaluate_run
 
     rows, notes = [], []
@@ -83,10 +83,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     lines = ["", f"## Cross-validation against one model on DRIVE (issue 17), {a.budget} in all", "", describe(), "",
              "| model | budget | FOV Dice on the 20 test images [95% CI] |", "|---|---|---|", *rows, "", *notes]
-    print("\n".join(lines))
-    if a.append:
-        with (ROOT / "BENCHMARKS.md").open("a") as f:
-            f.write("\n".join(lines) + "\n")
+    publish("\n".join(lines), a.append)
 
 
 if __name__ == "__main__":

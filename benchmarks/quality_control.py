@@ -112,7 +112,7 @@ def main() -> None:
 
     import torch
 
-    from benchmarks.common import describe
+    from benchmarks.common import describe, publish
     from medseg.data.labels import LabelScheme
     from medseg.evaluation.quality_fit import fit_quality
     from medseg.runfolder import read_run_info
@@ -152,11 +152,7 @@ def main() -> None:
     lines += ["", "| given to the model | cases | flagged | flagged by its own rule |", "|---|---|---|---|"]
     for name, (n, flagged, by_rule) in counts.items():
         lines.append(f"| {name} | {n} | {flagged} | {by_rule if name != 'as is' else '-'} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.append:
-        with (Path(__file__).resolve().parents[1] / "BENCHMARKS.md").open("a") as f:
-            f.write(text)
+    publish("\n".join(lines) + "\n", args.append)
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--queue", type=int, default=16)
     parser.add_argument("--append", action="store_true", help="add the table to BENCHMARKS.md")
     args = parser.parse_args()
-    from benchmarks.common import describe
+    from benchmarks.common import describe, publish
     from medseg.inference.predictor import Predictor
     from medseg.io import read_image
     from tests.test_serve import TOKEN, start_server
@@ -155,10 +155,7 @@ def main() -> None:
              "latency p50 / p90 / p99 s (submission to mask, retries included) | server peak MiB |", "|---|---|---|---|---|---|---|---|---|---|---|",
              f"| {r['jobs']} | {r['done']} | {r['refusals']} | {r['refused']} | {r['lost']} | {r['wrong_mask']} | {r['other_errors']} | {r['wall_s']:.0f} | "
              f"{r['done_per_min']:.0f} | {r['p50_s']:.2f} / {r['p90_s']:.2f} / {r['p99_s']:.2f} | {r['server_peak_mib']:.0f} |"]
-    print("\n".join(lines))
-    if args.append:
-        with (Path(__file__).resolve().parents[1] / "BENCHMARKS.md").open("a") as f:
-            f.write("\n".join(lines) + "\n")
+    publish("\n".join(lines), args.append)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,15 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_cli(*args, code: int = 0) -> None:
     """``medseg ARGS`` in process; asserts its exit status is ``code``."""
     from medseg.cli.main import main

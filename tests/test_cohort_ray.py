@@ -9,7 +9,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,23 +22,17 @@ from medseg.inference.cohort import FAILURES_CSV, STATUS_CSV, read_manifest, run
 from medseg.inference.cohort_ray import RayEngine  # noqa: E402
 from medseg.inference.predictor import Predictor  # noqa: E402
 from medseg.io import read_image  # noqa: E402
-from tests.conftest import run_cli  # noqa: E402
+from tests.conftest import free_port, run_cli  # noqa: E402
 from tests.test_cohort import _manifest, _same_as_reference, cohort  # noqa: E402,F401  (the module's trained run)
 
 NAMES = [f"s{i}" for i in range(6)]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory):
     """One local Ray instance for the module, connected to from this process and from the CLI's drivers."""
-    port = _free_port()
+    port = free_port()
     temp = tmp_path_factory.mktemp("ray")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",

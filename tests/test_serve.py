@@ -5,7 +5,6 @@ server (every job done or refused with 503, none lost, each mask that of its own
 from __future__ import annotations
 
 import io
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402  (medseg[test] installs 
 from medseg.inference.predictor import Predictor  # noqa: E402
 from medseg.io import read_image, write_image  # noqa: E402
 from medseg.serving.app import ServeSettings, create_app  # noqa: E402
-from tests.conftest import run_cli  # noqa: E402
+from tests.conftest import free_port, run_cli  # noqa: E402
 from tests.test_cohort import cohort  # noqa: E402,F401  (a tiny trained 3D run and six studies)
 
 TOKEN = "test-token-0123456789"
@@ -178,17 +177,11 @@ def test_the_command_binds_to_loopback_and_needs_a_token_elsewhere(cohort, tmp_p
     assert (mine / "incoming" / "notes.txt").read_text() == "keep"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(run: Path, data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     """`medseg serve` on a free loopback port; (the process, its base URL) once /healthz answers."""
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "medseg", "serve", str(run), "--port", str(port), "--data-dir", str(data_dir),
                                "--token", TOKEN, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
