@@ -52,6 +52,7 @@ def cv_run(tmp_path_factory):
 def test_every_case_is_predicted_out_of_fold_once(cv_run):
     data, run = cv_run
     record = json.loads((run / "folds.json").read_text())
+    assert record["source"] == "made"
     assert record["k"] == 3 and record["done"] == [0, 1, 2] and sorted(sum(record["folds"], [])) == sorted(
         p.name.removesuffix(".nii.gz") for p in (data / "imagesTr").glob("*.nii.gz"))
     for i, fold in enumerate(record["folds"]):
@@ -68,6 +69,26 @@ def test_every_case_is_predicted_out_of_fold_once(cv_run):
     run_cli("train", "--resume", run, "--folds", "4", code=2)
     run_cli("train", data, "--out", run.parent / "clash", "--folds", "3", "--split", "50/50/0", *FAST, code=2)
     assert not (run.parent / "clash").exists()
+    run_cli("train", data, "--out", run, *FAST, code=2)  # a single run is not written into a cross-validation
+    run_cli("train", data, "--out", run, "--folds", "3", *FAST, code=2)  # nor a second one
+    assert json.loads((run / "folds.json").read_text()) == record
+
+
+def test_a_folds_file_is_checked_before_anything_trains(tmp_path):
+    data = write_msd_dataset(tmp_path / "data", n=6)
+    names = sorted(p.name.removesuffix(".nii.gz") for p in (data / "imagesTr").glob("*.nii.gz"))
+    bad = {"empty": {"folds": [names, []]}, "not lists": {"folds": 5}, "unknown": {"folds": [names[:3], names[3:] + ["x"]]},
+           "twice": {"folds": [names[:4], names[3:]]}, "missing": {"folds": [names[:2], names[2:5]]}}
+    for i, (why, content) in enumerate(bad.items()):
+        f = tmp_path / f"{i}.json"
+        f.write_text(json.dumps(content))
+        run_cli("train", data, "--out", tmp_path / f"run{i}", "--folds-file", f, *FAST, code=2)
+        assert not (tmp_path / f"run{i}" / "fold_0").exists(), why
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"folds": [names[:3], names[3:]]}))
+    run_cli("train", data, "--out", tmp_path / "k", "--folds-file", good, "--folds", "3", *FAST, code=2)  # 3 is not 2
+    run_cli("train", data, "--out", tmp_path / "ok", "--folds-file", good, *FAST)
+    assert json.loads((tmp_path / "ok" / "folds.json").read_text())["folds"] == [names[:3], names[3:]]
 
 
 def test_the_ensemble_is_the_mean_of_the_folds(cv_run, tmp_path):
@@ -105,8 +126,11 @@ def test_post_processing_is_decided_out_of_fold_and_applied_by_predict(cv_run, t
     run_cli("predict", edited, image, "--out", tmp_path / "without", "--no-qc", "--no-postprocessing")
     from scipy import ndimage
 
+    from medseg.inference.postprocess import PostProcessing
+
     with_pp = read_image(tmp_path / "with" / image.name).array[0]
     without = read_image(tmp_path / "without" / image.name).array[0]
+    assert np.array_equal(with_pp, PostProcessing.from_json(decision)(without))  # the file's steps, as edited
     for value in (1, 2):
         assert ndimage.label(with_pp == value)[1] <= 1  # one component per class at most
     assert ((with_pp != 0) <= (without != 0)).all()  # only removals

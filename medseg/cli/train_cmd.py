@@ -108,7 +108,6 @@ def fit_quality_control(run: Path) -> None:
 def _cross_validate(setup, folds: Optional[int], folds_file: Optional[Path], resume: Optional[Path], plan, no_plan: bool,
                     given: set[str]) -> None:
     from medseg.cli.progress import TrainProgress
-    from medseg.data.folds import DEFAULT_FOLDS
     from medseg.io.atomic import claim_folder
     from medseg.training.cross_validation import COMMAND, cross_validate
 
@@ -125,12 +124,15 @@ def _cross_validate(setup, folds: Optional[int], folds_file: Optional[Path], res
     try:
         with _nothing_left_if_stopped_early(run, run / "fold_0") if resume is None else nullcontext():
             if resume is None:
+                from medseg.runfolder import check_new_run_folder
+
+                check_new_run_folder(run)  # a run or a cross-validation there already: refused before anything is written
                 claim_folder(run, COMMAND)  # the plan is written into it next
             if resume is None and not no_plan:
                 _apply_plan(setup, plan, given)
             budget = setup.train.time_budget if resume is None else None
             with TrainProgress(console, f"budget {budget:.0f}s for all folds" if budget else "folds") as progress:
-                result = cross_validate(None if resume is not None else setup, run, folds or DEFAULT_FOLDS,
+                result = cross_validate(None if resume is not None else setup, run, folds,
                                         str(folds_file) if folds_file else None, resume is not None,
                                         callbacks_for=lambda i, k: progress)
     except KeyboardInterrupt:

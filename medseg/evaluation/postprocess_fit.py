@@ -35,50 +35,65 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 2.0 * int((pred & truth).sum()) / total if total else math.nan
 
 
-def smallest_true_component(truths: list[np.ndarray]) -> int | None:
-    sizes = []
-    for t in truths:
-        labelled, n = ndimage.label(t)
-        if n:
-            sizes.append(int(np.bincount(labelled.ravel())[1:].min()))
-    return min(sizes) if sizes else None
+def _smallest(mask: np.ndarray) -> int | None:
+    labelled, n = ndimage.label(mask)
+    return int(np.bincount(labelled.ravel())[1:].min()) if n else None
 
 
-def decide(cases: list[tuple[np.ndarray, np.ndarray]], class_names: list[str], **bootstrap) -> dict:
-    """The decision (see the module doc) for ``cases`` of (predicted class ids, true class ids), restricted to
-    their region of interest already."""
+def decide(cases, class_names: list[str], **bootstrap) -> dict:
+    """The decision (see the module doc) on ``cases``: (predicted class ids, true class ids) pairs, restricted to their
+    region of interest already; a list, or a function returning a fresh iterator over them (read one at a time:
+    two passes, so a large cohort never sits in memory)."""
+    iterate = cases if callable(cases) else (lambda: iter(cases))
+    k = len(class_names)
+    smallest: dict[int, int | None] = {c: None for c in range(1, k)}
+    for _, truth in iterate():  # pass 1: each class's smallest true component sets its size threshold
+        for c in range(1, k):
+            s = _smallest(truth == c)
+            if s is not None and (smallest[c] is None or s < smallest[c]):
+                smallest[c] = s
+    steps = {c: [(step, max(1, smallest[c] // 2) if step == "min_size" and smallest[c] else 0) for step in STEPS
+                 if step != "min_size" or smallest[c]] for c in range(1, k)}
+    before: dict[int, list[float]] = {c: [] for c in range(1, k)}
+    after: dict[tuple[int, str], list[float]] = {(c, step): [] for c in range(1, k) for step, _ in steps[c]}
+    for pred, truth in iterate():  # pass 2: Dice before and after each step, per case
+        for c in range(1, k):
+            t = truth == c
+            d0 = dice(pred == c, t)
+            before[c].append(d0)
+            for step, voxels in steps[c]:
+                d1 = dice(apply_step(pred, c, step, voxels) == c, t)
+                after[(c, step)].append(1.0 if math.isnan(d1) and not math.isnan(d0) else d1)  # all false positives gone
     classes = {}
-    for c in range(1, len(class_names)):
-        truths = [t == c for _, t in cases]
-        before = np.array([dice(p == c, t) for (p, _), t in zip(cases, truths)])
-        smallest = smallest_true_component(truths)
+    for c in range(1, k):
         entry: dict = {"class_id": c}
+        b0 = np.array(before[c])
         for step in STEPS:
-            voxels = max(1, smallest // 2) if step == "min_size" and smallest else 0
-            if step == "min_size" and not smallest:
+            if step == "min_size" and not smallest[c]:
                 entry[step] = {"apply": False, "why": "the class is in no true mask"}
                 continue
-            after = np.array([dice(apply_step(p, c, step, voxels) == c, t) for (p, _), t in zip(cases, truths)])
-            both = ~np.isnan(before) & ~np.isnan(after)
-            diff = describe(list(after[both] - before[both]), None, **bootstrap)
+            voxels = dict(steps[c])[step]
+            b1 = np.array(after[(c, step)])
+            both = ~np.isnan(b0) & ~np.isnan(b1)
+            diff = describe(list(b1[both] - b0[both]), None, **bootstrap)
             lo = diff["ci95"][0]
             entry[step] = {"apply": bool(lo is not None and not math.isnan(lo) and lo > 0),
-                           "dice_before": float(np.nanmean(before)) if both.any() else None,
-                           "dice_after": float(np.nanmean(after)) if both.any() else None,
+                           "dice_before": float(b0[both].mean()) if both.any() else None,
+                           "dice_after": float(b1[both].mean()) if both.any() else None,
                            "difference": diff["mean"], "ci95": diff["ci95"], "cases": int(both.sum()),
                            **({"voxels": voxels} if step == "min_size" else {}),
                            **({"why": diff["ci_note"]} if "ci_note" in diff else {})}
         classes[class_names[c]] = entry
     return {"format": 1, "rule": "a step is applied when the paired bootstrap 95% interval of its mean per-case Dice "
-                                 "difference lies above zero; only the class's own voxels change",
+                                 "difference lies above zero (cases resampled, not patients); only the class's own voxels change",
             "classes": classes}
 
 
-def out_of_fold_cases(run: Path, scheme: LabelScheme, dims: int, channels: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(predicted, true) class ids of every out-of-fold case in ``RUN/cv``, inside each case's field of view."""
+def out_of_fold_cases(run: Path, scheme: LabelScheme, dims: int, channels: int | None):
+    """(predicted, true) class ids of every out-of-fold case in ``RUN/cv``, inside each case's field of view, read
+    one case at a time (a generator)."""
     listing = read_json_object(run / "cv" / "cases.json")
     lut = {int(v): i for i, v in enumerate(scheme.codes)} if scheme.kind == "index" else None
-    out = []
     for key, c in listing.items():
         images = tuple(Path(p) for p in (c["image"] if isinstance(c["image"], list) else [c["image"]]))
         labels = tuple(Path(p) for p in (c["label"] if isinstance(c["label"], list) else [c["label"]]))
@@ -92,8 +107,7 @@ def out_of_fold_cases(run: Path, scheme: LabelScheme, dims: int, channels: int |
         truth = np.asarray(case.truth)
         if case.region is not None:
             pred, truth = np.where(case.region, pred, 0), np.where(case.region, truth, 0)
-        out.append((pred.astype(np.int64), truth.astype(np.int64)))
-    return out
+        yield pred.astype(np.uint8), truth.astype(np.uint8)
 
 
 def fit_postprocessing(run: str | Path) -> dict:
@@ -105,7 +119,7 @@ def fit_postprocessing(run: str | Path) -> dict:
     scheme = LabelScheme.from_json(info["labels"])
     dims = run_dims(info)
     channels = (info.get("dataset") or {}).get("num_channels") if dims == 3 else None
-    decision = decide(out_of_fold_cases(run, scheme, dims, channels), list(scheme.names))
+    decision = decide(lambda: out_of_fold_cases(run, scheme, dims, channels), list(scheme.names))
     write_json(run / POSTPROCESSING_FILE, decision)
     chosen = [f"{name}: {step}" for name, e in decision["classes"].items() for step in STEPS if e[step].get("apply")]
     log.info("post-processing decided on the out-of-fold predictions: %s", ", ".join(chosen) or "none helps")

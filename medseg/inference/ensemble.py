@@ -61,4 +61,7 @@ def ensemble(predictors: list, runs: list[Path]):
             raise RunFolderError("the folds differ in preprocessing, patch or labels and cannot be averaged", path=r,
                                  hint="predict with one fold's run folder, or train the folds with one setup (medseg train --folds)")
     first.model = FoldEnsemble([p.model for p in predictors]).to(first.device).eval()
+    temperatures = {p.temperature for p in predictors}
+    first.temperature = temperatures.pop() if len(temperatures) == 1 else None  # one fold's calibration is not the ensemble's
+    first.quality = None  # fitted for one fold's model, not for the ensemble
     return first

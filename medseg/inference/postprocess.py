@@ -64,14 +64,23 @@ class PostProcessing:
     steps: list[tuple[int, str, int]]
 
     @classmethod
-    def from_json(cls, d: dict) -> "PostProcessing":
+    def from_json(cls, d: dict, path=None) -> "PostProcessing":
+        from medseg.errors import ConfigError
+
         steps = []
-        for entry in (d.get("classes") or {}).values():
-            c = int(entry["class_id"])
-            for step in STEPS:
-                s = entry.get(step) or {}
-                if s.get("apply"):
-                    steps.append((c, step, int(s.get("voxels", 0))))
+        try:
+            for name, entry in (d.get("classes") or {}).items():
+                c = int(entry["class_id"])
+                for step in STEPS:
+                    s = entry.get(step) or {}
+                    if s.get("apply"):
+                        voxels = int(s.get("voxels", 0))
+                        if step == "min_size" and voxels < 1:
+                            raise ValueError(f"{name}: min_size needs 'voxels' of 1 or more")
+                        steps.append((c, step, voxels))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"the post-processing file cannot be read: {e}", path=path,
+                              hint="each class needs 'class_id' and per step 'apply' (min_size also 'voxels')") from None
         return cls(steps)
 
     @classmethod
@@ -79,7 +88,7 @@ class PostProcessing:
         from medseg.io.json_file import read_json_object
 
         path = Path(run_dir) / POSTPROCESSING_FILE
-        return cls.from_json(read_json_object(path)) if path.is_file() else None
+        return cls.from_json(read_json_object(path), path) if path.is_file() else None
 
     def __call__(self, labels: np.ndarray) -> np.ndarray:
         for c, step, voxels in self.steps:

@@ -188,8 +188,8 @@ class Predictor:
             for network in networks:
                 probs = predict_probabilities(network, image, self.patch_size, overlap=self.overlap, batch_size=self.batch_size,
                                               mirror_axes=mirror_axes, device=self.device).float().cpu()
-                total = probs if total is None else total + probs
-        return (total / len(networks)).numpy()
+                total = probs if total is None else total + probs  # (inference tensors: no in-place update)
+        return (total if len(networks) == 1 else total / len(networks)).numpy()
 
     def finish(self, image: ImageData, probs: np.ndarray, ctx: object, probabilities: bool = False, uncertainty: bool = False,
                quality: bool = False) -> Prediction:

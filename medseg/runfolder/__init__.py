@@ -58,6 +58,9 @@ def check_new_run_folder(run_dir: str | Path) -> None:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError("a file stands where the run folder should be", path=run_dir, hint="choose a new --out folder")
+    if (run_dir / FOLDS_FILE).exists():
+        raise RunFolderError("this folder holds a cross-validated run", path=run_dir,
+                             hint=f"continue it with medseg train --resume {run_dir}, or choose a new --out folder")
     theirs = [n for n in RUN_OUTPUTS if (run_dir / n).exists()] if not (run_dir / RUN_FILE).exists() else []
     if theirs:
         raise RunFolderError(f"this folder is not a medseg run but holds {', '.join(theirs)}, which training would "

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.folds import make_folds
+from medseg.data.folds import DEFAULT_FOLDS, make_folds
 from medseg.errors import ConfigError, DataError
 from medseg.io import read_image
 from medseg.io.atomic import claim_folder, write_json
@@ -77,25 +77,42 @@ def labelled_cases(setup: TrainSetup) -> list:
     return [SplitEntry(c.key, (c.image,), c.masks, c.fov, c.group) for c in kept]
 
 
-def write_folds(run: Path, setup: TrainSetup, k: int, folds_file: str | None) -> dict:
+def write_folds(run: Path, setup: TrainSetup, k: int | None, folds_file: str | None) -> dict:
     """``RUN/folds.json``: the folds (made, or read from ``folds_file``), their state, and the budget."""
     entries = labelled_cases(setup)
     keys = [e.key for e in entries]
     if folds_file:
         given = read_json_object(Path(folds_file))
-        folds = [list(map(str, f)) for f in given.get("folds", [])]
+        raw = given.get("folds")
+        if not isinstance(raw, list) or not all(isinstance(f, list) and f and all(isinstance(c, str) for c in f) for f in raw):
+            raise DataError("a folds file needs {\"folds\": [[\"case\", ...], ...]}: lists of case names, none empty",
+                            path=folds_file)
+        folds = [list(f) for f in raw]
+        if k is not None and k != len(folds):
+            raise DataError(f"--folds {k}, but the file holds {len(folds)} folds", path=folds_file, hint="leave out --folds")
         unknown = sorted({c for f in folds for c in f} - set(keys))
         used = [c for f in folds for c in f]
         if len(folds) < 2 or unknown or len(used) != len(set(used)):
-            raise DataError("a folds file needs {\"folds\": [[case, ...], ...]} with two or more folds, known case names, "
-                            "each case once" + (f" (unknown: {', '.join(unknown[:5])})" if unknown else ""), path=folds_file)
+            raise DataError("a folds file needs two or more folds of known case names, each case once"
+                            + (f" (unknown: {', '.join(unknown[:5])})" if unknown else ""), path=folds_file)
+        group_of = {e.key: e.group for e in entries if e.group}
+        fold_of_group: dict = {}
+        split = set()
+        for i, fold in enumerate(folds):
+            for c in fold:
+                if c in group_of and fold_of_group.setdefault(group_of[c], i) != i:
+                    split.add(str(group_of[c]))
+        split = sorted(split)
+        if split:
+            raise DataError(f"patient(s) {', '.join(split[:5])} have cases in more than one fold: a fold's model would see "
+                            "the patient it is validated on", path=folds_file, hint="put each patient's cases in one fold")
         missing = sorted(set(keys) - set(used))
         if missing:
             raise DataError(f"{len(missing)} labelled case(s) are in no fold: {', '.join(missing[:5])}", path=folds_file,
                             hint="cross-validation uses every labelled case; add them to a fold")
     else:
         strata = [case_stratum(e.labels) for e in entries]
-        folds = make_folds(keys, [e.group for e in entries], strata, k, setup.split_seed)
+        folds = make_folds(keys, [e.group for e in entries], strata, k or DEFAULT_FOLDS, setup.split_seed)
     record = {"format": 1, "k": len(folds), "seed": setup.split_seed, "source": str(folds_file) if folds_file else "made",
               "grouped_by": "patient" if any(e.group for e in entries) else "case", "folds": folds,
               "time_budget": setup.train.time_budget, "done": [], "seconds": {}}
@@ -105,17 +122,31 @@ def write_folds(run: Path, setup: TrainSetup, k: int, folds_file: str | None) ->
 
 def _fixed_preprocessing(setup: TrainSetup, run: Path) -> None:
     """3D: one preprocessing for every fold (the spacing and CT statistics of all labelled cases) and one cache."""
-    if setup.dims != 3 or setup.preprocess is not None:
+    if setup.dims != 3:
+        return
+    setup.cache_dir = setup.cache_dir or str(run / "preprocessed")  # one cache for every fold
+    if setup.preprocess is not None:  # a plan's or the user's: the same for every fold already
         return
     from medseg.data.dataset3d import foreground_stats, median_spacing
     from medseg.data.layouts import discover_volume_cases
     from medseg.data.preprocess3d import Preprocess3D
 
     cases, _ = discover_volume_cases(setup.data, require_labels=True)
-    setup.cache_dir = setup.cache_dir or str(run / "preprocessed")
     spacing = setup.target_spacing or median_spacing(cases)
     stats = foreground_stats(cases, Path(setup.cache_dir), setup.train.seed) if setup.normalization == "ct" else None
     setup.preprocess = Preprocess3D(spacing, setup.normalization, stats, setup.crop_to_nonzero)
+
+
+def _sized_as_fold_0(setup: TrainSetup, fold_0: Path) -> None:
+    """The later folds take fold 0's patch, batch and network, so the folds can be averaged (sized from one fold's
+    cases, they could differ)."""
+    from medseg.runfolder import read_run_info
+
+    info = read_run_info(fold_0)
+    setup.train.patch_size = tuple(info["patch_size"])
+    setup.train.batch_size = int(info["train"]["batch_size"])
+    setup.model_kwargs = {k: v for k, v in info["model"].items() if k != "name"}
+    setup.auto_patch = setup.auto_batch = False
 
 
 def fold_setup(setup: TrainSetup, run: Path, folds: list[list[str]], i: int, budget: float | None) -> TrainSetup:
@@ -127,7 +158,7 @@ def fold_setup(setup: TrainSetup, run: Path, folds: list[list[str]], i: int, bud
     return sub
 
 
-def cross_validate(setup: TrainSetup | None, run: str | Path, k: int = 5, folds_file: str | None = None, resume: bool = False,
+def cross_validate(setup: TrainSetup | None, run: str | Path, k: int | None = None, folds_file: str | None = None, resume: bool = False,
                    callbacks_for=None) -> CrossValidationResult:
     """Train the folds not yet done (see the module doc), then evaluate out of fold. ``setup``: the whole
     cross-validation's (``None`` to resume: fold 0's run gives it). ``callbacks_for(i, k)``: fold ``i``'s training
@@ -159,7 +190,9 @@ def cross_validate(setup: TrainSetup | None, run: str | Path, k: int = 5, folds_
         spent = sum(float(s) for s in record["seconds"].values())
         left = len(folds) - len(record["done"])
         budget = None if total is None else max((total - spent) / left, 1.0)
-        resuming = (sub_dir / RUN_FILE).is_file() and (sub_dir / "checkpoints").is_dir()
+        resuming = (sub_dir / RUN_FILE).is_file() and any((sub_dir / "checkpoints").glob("last*"))
+        if budget is not None and total is not None and total - spent <= 1.0:
+            log.warning("the time budget is spent; fold %d and after get 1 s each", i + 1)
         log.info("fold %d of %d: %d training, %d validation cases%s", i + 1, len(folds), sum(len(f) for f in folds) - len(folds[i]),
                  len(folds[i]), f", {budget:.0f} s" if budget else "")
         t0 = time.monotonic()
@@ -171,8 +204,11 @@ def cross_validate(setup: TrainSetup | None, run: str | Path, k: int = 5, folds_
 
                 shutil.rmtree(sub_dir)
             sub = fold_setup(setup, run, folds, i, budget)
-        train(sub, callbacks=callbacks_for(i, len(folds)) if callbacks_for else None, resume=resuming)
-        record["seconds"][str(i)] = float(record["seconds"].get(str(i), 0.0)) + time.monotonic() - t0
+        result = train(sub, callbacks=callbacks_for(i, len(folds)) if callbacks_for else None, resume=resuming)
+        # a resumed fold's training time includes the part before the interruption
+        record["seconds"][str(i)] = max(float(record["seconds"].get(str(i), 0.0)) + time.monotonic() - t0, float(result.elapsed))
+        if i == 0 and not resuming:
+            _sized_as_fold_0(setup, sub_dir)
         record["done"].append(i)
         write_json(run / FOLDS_FILE, record)
     summary = evaluate_run(run / "fold_0", out=run / "cv", folds=[run / f"fold_{i}" for i in range(len(folds))])
