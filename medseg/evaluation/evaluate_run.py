@@ -84,14 +84,15 @@ def evaluate_run(
         raise ConfigError("a cross-validated run has no test split: its out-of-fold evaluation is in RUN/cv", path=run_dir,
                           hint="evaluate the ensemble on a labelled folder with --data DIR")
     info = read_run_info(run_dir / "fold_0" if cross_validated else run_dir)
-    predictor = Predictor.from_run(run_dir, mirror=mirror, postprocessing=postprocessing)
+    predictor_of: dict[str, Predictor] = {}
+    fold_predictors = [Predictor.from_run(fold, mirror=mirror) for fold in folds or []]
+    # out of fold, the first fold's predictor is the reference (labels, grid): no network is loaded twice
+    predictor = fold_predictors[0] if fold_predictors else Predictor.from_run(run_dir, mirror=mirror, postprocessing=postprocessing)
     dims, scheme = predictor.dims, predictor.scheme
     k = scheme.num_classes
-    predictor_of: dict[str, Predictor] = {}
     if folds:
         entries = []
-        for fold in folds:
-            fold_predictor = Predictor.from_run(fold, mirror=mirror)
+        for fold, fold_predictor in zip(folds, fold_predictors):
             fold_entries, _ = run_cases(fold, ("val",))
             entries += fold_entries
             predictor_of.update({e.key: fold_predictor for e in fold_entries})

@@ -19,7 +19,6 @@ same sliding window, mirroring, restoration and writers serve both backends.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 import warnings
@@ -35,6 +34,7 @@ from medseg.inference.sliding_window import GAUSSIAN_SIGMA_SCALE
 from medseg.inference.quality import quality_models, write_quality_models
 from medseg.inference.label_codes import label_codes as _label_codes
 from medseg.io.atomic import atomic_path, claim_folder, write_json
+from medseg.io.checksum import file_sha256
 from medseg.io.json_file import read_json_object
 from medseg.models.registry import model_config
 from medseg.models.weights import load_model
@@ -49,14 +49,6 @@ BUNDLE_FORMAT = 1
 OPSET = 18
 #: the largest absolute logit difference from PyTorch float32 accepted right after an export
 EXPORT_TOLERANCE = 1e-3
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_network(model: nn.Module, example: torch.Tensor, target: Path, name: str) -> None:
@@ -112,7 +104,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, *, overlap: float = 
     bundle = {
         "format": "medseg-bundle", "format_version": BUNDLE_FORMAT, "medseg_version": medseg.__version__,
         "torch_version": torch.__version__, "opset": OPSET, "task": info["task"], "spatial_dims": dims,
-        "network": {"file": NETWORK_FILE, "sha256": _sha256(network), "model": config.get("name"),
+        "network": {"file": NETWORK_FILE, "sha256": file_sha256(network), "model": config.get("name"),
                     "input": {"name": "image", "shape": ["batch", channels, *patch], "dtype": "float32"},
                     "output": {"name": "logits", "shape": ["batch", classes, *patch], "dtype": "float32",
                                "activation": "softmax over axis 1, after blending the windows"},
@@ -166,7 +158,7 @@ def read_bundle(folder: str | Path) -> dict:
         raise RunFolderError(f"{BUNDLE_FILE} lacks the entry {e}", path=path, hint="export the run again") from None
     if not network.is_file():
         raise RunFolderError(f"the bundle's network {network.name} is missing", path=network, hint="export the run again")
-    if _sha256(network) != expected:
+    if file_sha256(network) != expected:
         raise RunFolderError("the network's checksum does not match the bundle's JSON: the file was changed or "
                              "damaged after the export", path=network, hint="export the run again")
     return bundle

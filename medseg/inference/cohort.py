@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medseg.errors import ConfigError, DataError
-from medseg.inference.cohort_stages import NO_OUTPUT, Study, StudyFailed, inprocess_results, sha256_of
+from medseg.inference.cohort_stages import NO_OUTPUT, Study, StudyFailed, inprocess_results
 from medseg.inference.inputs import InputCase, check_output_folder, collect_inputs
 from medseg.io.atomic import claim_folder, write_text
+from medseg.io.checksum import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def finished(out: Path) -> dict[str, dict]:
                 done[row["id"]] = row
                 continue
             target = out / (row.get("output") or "")
-            if row.get("sha256") and target.is_file() and sha256_of(target) == row["sha256"]:
+            if row.get("sha256") and target.is_file() and file_sha256(target) == row["sha256"]:
                 done[row["id"]] = row
     return done
 

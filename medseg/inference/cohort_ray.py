@@ -86,14 +86,6 @@ class NetworkActor:
         return os.getpid()
 
 
-def _prepare(light, study, series_uid):
-    return prepare_study(light, study, series_uid)
-
-
-def _finish(light, writer, study, out, net, meta, quality):
-    return finish_study(light, writer, study, out, net, meta, quality)
-
-
 class RayEngine:
     """See the module doc. ``address``: ``None`` (a local instance on this machine's CPUs), ``"auto"`` (the cluster
     this machine belongs to, ``ray start``) or ``HOST:PORT``. Ray is connected on the first cohort and left as found:
@@ -156,8 +148,8 @@ class RayEngine:
         ray = self.connect()
         remote_actor = ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.gpus_per_actor, max_restarts=RETRIES,
                                   max_task_retries=RETRIES)(NetworkActor)
-        prepare = ray.remote(num_cpus=self.cpus_per_task, max_retries=RETRIES, num_returns=2)(_prepare)
-        finish = ray.remote(num_cpus=self.cpus_per_task, max_retries=RETRIES)(_finish)
+        prepare = ray.remote(num_cpus=self.cpus_per_task, max_retries=RETRIES, num_returns=2)(prepare_study)
+        finish = ray.remote(num_cpus=self.cpus_per_task, max_retries=RETRIES)(finish_study)
         threads = max(1, round(self.cpus_per_actor))
 
         def start_actor():
@@ -165,7 +157,7 @@ class RayEngine:
 
         self._pool = [start_actor() for _ in range(self.actors)]
         try:
-            self.actor_pids = ray.get([actor.pid.remote() for actor in self._pool])  # each has loaded the model
+            self.actor_pids = self.pids()  # once each has loaded the model
         except ray.exceptions.RayError as e:
             self._kill_pool(ray)
             raise ConfigError(f"the network actors could not start: {_first_line(e)}",

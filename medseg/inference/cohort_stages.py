@@ -13,7 +13,6 @@ raised in another process. :func:`inprocess_results` runs them one study after t
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 from medseg.errors import MedsegError
 from medseg.inference.inputs import InputCase, read_input
 from medseg.inference.writers import NothingToWrite
+from medseg.io.checksum import file_sha256
 
 #: the ``sha256`` of a study that finished with nothing to write
 NO_OUTPUT = "-"
@@ -45,14 +45,6 @@ class StudyFailed:
 
 def reason_of(e: BaseException) -> str:
     return str(e) if isinstance(e, MedsegError) else f"{type(e).__name__}: {e}"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def prepare_study(predictor, study: Study, series_uid: str | None) -> tuple[np.ndarray | None, tuple | StudyFailed]:
@@ -92,7 +84,7 @@ def finish_study(predictor, writer, study: Study, out: Path, net: tuple, meta, q
         pred = predictor.finish(image, np.array(probs), ctx, quality=quality)
         try:
             target, _ = writer.write(out, study.case, image, pred)
-            row.update(output=target.name, sha256=sha256_of(target))
+            row.update(output=target.name, sha256=file_sha256(target))
         except NothingToWrite as e:  # nothing predicted, nothing to write (a SEG needs a segment)
             row.update(output="", sha256=NO_OUTPUT, note=str(e))
     except STUDY_ERRORS as e:

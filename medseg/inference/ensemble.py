@@ -19,16 +19,12 @@ from medseg.runfolder import FOLDS_FILE
 
 
 class FoldEnsemble(torch.nn.Module):
-    """The folds' networks (``members``); called as one network it gives the log of the folds' mean probabilities
-    per window."""
+    """The folds' networks (``members``), moved and switched to eval mode together; not called as one network:
+    :meth:`~medseg.inference.predictor.Predictor.network` runs each member's sliding window."""
 
     def __init__(self, models: list[torch.nn.Module]):
         super().__init__()
         self.members = torch.nn.ModuleList(models)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.stack([m(x).float().softmax(1) for m in self.members]).mean(0)
-        return mean.clamp_min(1e-12).log()
 
 
 def is_cross_validated(run_dir: str | Path) -> bool:

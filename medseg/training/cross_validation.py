@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,7 +181,6 @@ def cross_validate(setup: TrainSetup | None, run: str | Path, k: int | None = No
             raise ConfigError("this folder holds a run already", path=run, hint=f"medseg train --resume {run}, or a new --out")
         _fixed_preprocessing(setup, run)
         record = write_folds(run, setup, k, folds_file)
-        write_json(run / "cv" / "setup.json", {"preprocess": setup.preprocess.to_json() if setup.preprocess else None})
     folds = record["folds"]
     total = record.get("time_budget")
     for i in range(len(folds)):
@@ -191,7 +191,7 @@ def cross_validate(setup: TrainSetup | None, run: str | Path, k: int | None = No
         left = len(folds) - len(record["done"])
         budget = None if total is None else max((total - spent) / left, 1.0)
         resuming = (sub_dir / RUN_FILE).is_file() and any((sub_dir / "checkpoints").glob("last*"))
-        if budget is not None and total is not None and total - spent <= 1.0:
+        if total is not None and total - spent <= 1.0:
             log.warning("the time budget is spent; fold %d and after get 1 s each", i + 1)
         log.info("fold %d of %d: %d training, %d validation cases%s", i + 1, len(folds), sum(len(f) for f in folds) - len(folds[i]),
                  len(folds[i]), f", {budget:.0f} s" if budget else "")
@@ -200,8 +200,6 @@ def cross_validate(setup: TrainSetup | None, run: str | Path, k: int | None = No
             sub = setup_from_run(sub_dir)
         else:
             if sub_dir.exists():  # a fold stopped before its first checkpoint: start it again
-                import shutil
-
                 shutil.rmtree(sub_dir)
             sub = fold_setup(setup, run, folds, i, budget)
         result = train(sub, callbacks=callbacks_for(i, len(folds)) if callbacks_for else None, resume=resuming)
